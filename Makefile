@@ -1,0 +1,66 @@
+# Ringlane: `make demo` and `make test` are the two commands; both set themselves up.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+PYTEST  := $(VENV)/bin/pytest
+CORE_SRC := $(wildcard sidecar/core/*.c sidecar/core/*.h) sidecar/build_core.py
+
+# Debian packages: C build (liburing, llhttp), test peers (nginx, HAProxy, curl, wrk),
+# tracing and confinement tools (strace, libseccomp, runc).
+APT_PACKAGES := gcc make pkg-config liburing-dev node-llhttp libseccomp-dev \
+                nginx-light haproxy curl wrk strace runc
+
+.PHONY: help setup apt test unit integration e2e demo bench bench-quick clean
+
+help:
+	@echo "make demo    run Ringlane on the embedded local cluster (sets everything up)"
+	@echo "make test    unit + integration + e2e tests (sets everything up)"
+	@echo "make setup   apt packages, Python venv in $(VENV), the C core build"
+	@echo "make bench   side-by-side benchmarks (bench/)"
+
+setup: apt $(VENV)/.deps $(VENV)/.core
+
+apt:
+	@scripts/ensure-apt.sh $(APT_PACKAGES)
+
+$(VENV)/.deps: pyproject.toml setup.py
+	@echo "==> python venv $(VENV)"
+	@test -x $(VPY) || $(PY) -m venv $(VENV)
+	@$(VPY) -m pip install -q --upgrade pip==25.3
+	@$(VPY) -m pip install -q setuptools==84.2.1 cffi==2.1.1 wheel==0.45.1
+	@$(VPY) -m pip install -q --no-build-isolation -e '.[test]'
+	@touch $@ $(VENV)/.core
+
+# Rebuild the C core in place when its sources change (the editable install does not).
+$(VENV)/.core: $(CORE_SRC) | $(VENV)/.deps
+	@echo "==> building the C core (cffi)"
+	@$(VPY) setup.py -q build_ext --inplace >/dev/null
+	@touch $@
+
+test: setup
+	$(PYTEST) -q -m "not e2e"
+	$(MAKE) --no-print-directory e2e
+
+unit: setup
+	$(PYTEST) -q tests/unit
+
+integration: setup
+	$(PYTEST) -q tests/integration
+
+e2e: setup
+	@if [ -d e2e/tests ]; then $(PYTEST) -q -m e2e e2e/tests; else echo "e2e: no end-to-end tests yet (local cluster issue)"; fi
+
+demo: setup
+	@scripts/demo.sh
+
+bench: setup
+	@echo "bench: the benchmark harness is not built yet (benchmarks issue)"; exit 1
+
+bench-quick: setup
+	@echo "bench-quick: the benchmark harness is not built yet (benchmarks issue)"; exit 1
+
+clean:
+	rm -rf build sidecar/ringlane_sidecar/_core*.so sidecar/ringlane_sidecar/_core.c *.egg-info

@@ -1,0 +1,90 @@
+/* rl_conn: output queues and connection tracking (see rl_conn.h). */
+#include "rl_conn.h"
+
+#include <string.h>
+
+int rl_outq_push(rl_worker *w, rl_outq *q, uint16_t bid, uint32_t off, uint32_t len)
+{
+    (void)w;
+    if (q->count == RL_OUTQ_MAX)
+        return -1;
+    rl_slice *s = &q->s[(q->head + q->count) % RL_OUTQ_MAX];
+    s->bid = bid;
+    s->off = off;
+    s->len = len;
+    q->count++;
+    q->bytes += len;
+    return 0;
+}
+
+int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
+{
+    while (len) {
+        rl_slice *last = q->count ? &q->s[(q->head + q->count - 1) % RL_OUTQ_MAX] : NULL;
+        /* Append to the tail transmit buffer when it is ours alone and is not the head,
+         * which may be in flight with its length already handed to the engine. */
+        int append = last && q->count > 1 && !rl_buf_is_rx(&w->bufs, last->bid) &&
+                     w->bufs.refs[last->bid] == 1 && last->off + last->len < w->bufs.size;
+        if (!append) {
+            int bid = rl_buf_tx_get(&w->bufs);
+            if (bid < 0 || rl_outq_push(w, q, (uint16_t)bid, 0, 0)) {
+                if (bid >= 0)
+                    rl_buf_unref(w, (uint16_t)bid);
+                return -1;
+            }
+            last = &q->s[(q->head + q->count - 1) % RL_OUTQ_MAX];
+        }
+        uint32_t room = w->bufs.size - (last->off + last->len);
+        uint32_t n = len < room ? len : room;
+        memcpy(rl_buf_data(&w->bufs, last->bid) + last->off + last->len, p, n);
+        last->len += n;
+        q->bytes += n;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q)
+{
+    if (!q->count || (s->flags & (RL_S_SENDING | RL_S_CLOSED)))
+        return;
+    rl_slice *h = &q->s[q->head];
+    w->eng->send(w, s, rl_buf_data(&w->bufs, h->bid) + h->off, h->len);
+}
+
+void rl_outq_pop(rl_worker *w, rl_outq *q)
+{
+    if (!q->count)
+        return;
+    rl_slice *h = &q->s[q->head];
+    q->bytes -= h->len;
+    rl_buf_unref(w, h->bid);
+    q->head = (uint8_t)((q->head + 1) % RL_OUTQ_MAX);
+    q->count--;
+}
+
+void rl_outq_clear(rl_worker *w, rl_outq *q)
+{
+    while (q->count)
+        rl_outq_pop(w, q);
+    q->head = 0;
+}
+
+void rl_conn_track(rl_worker *w, rl_conn_base *c, int client)
+{
+    rl_list_push_back(client ? &w->conns : &w->upconns, &c->node);
+    if (client) {
+        w->nconns++;
+        w->totals.conns_active++;
+    }
+}
+
+void rl_conn_untrack(rl_worker *w, rl_conn_base *c, int client)
+{
+    rl_list_unlink(&c->node);
+    if (client) {
+        w->nconns--;
+        w->totals.conns_active--;
+    }
+}

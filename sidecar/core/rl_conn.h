@@ -1,0 +1,35 @@
+/* rl_conn: what every connection object shares: its place in the worker's lists (for drain
+ * and shutdown) and the output queue helpers used by both proxy state machines. */
+#ifndef RL_CONN_H
+#define RL_CONN_H
+
+#include "rl_buf.h"
+#include "rl_io.h"
+#include "rl_worker.h"
+
+typedef struct rl_conn_base rl_conn_base;
+struct rl_conn_base {
+    rl_list node;
+    void (*drain)(rl_worker *w, rl_conn_base *c);   /* finish in-flight work, then close */
+    void (*destroy)(rl_worker *w, rl_conn_base *c); /* worker exit: free without I/O */
+};
+
+/* Queue bytes of a buffer for sending (the caller hands over one reference). 0, or -1 when full. */
+int rl_outq_push(rl_worker *w, rl_outq *q, uint16_t bid, uint32_t off, uint32_t len);
+/* Start sending the head of the queue if nothing is in flight. */
+void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q);
+/* The head slice was sent: drop it. */
+void rl_outq_pop(rl_worker *w, rl_outq *q);
+void rl_outq_clear(rl_worker *w, rl_outq *q);
+/* Copy bytes into the queue's last transmit buffer or a new one; 0, or -1 when out of buffers. */
+int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len);
+
+/* Client connections (counted for drain) and upstream connections. */
+void rl_conn_track(rl_worker *w, rl_conn_base *c, int client);
+void rl_conn_untrack(rl_worker *w, rl_conn_base *c, int client);
+
+/* Accept handlers of the two protocols. */
+void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd);
+void rl_http_accept(rl_worker *w, const rl_listener_cfg *lc, int fd);
+
+#endif

@@ -1,0 +1,75 @@
+/* rl_core: the process-wide object Python holds: workers, listening socket groups, the
+ * published config, drain. Only rl_core_apply/drain/stop/free touch shared state, and only
+ * from the agent's thread; workers see changes through atomics and an eventfd wake-up. */
+#ifndef RL_CORE_H
+#define RL_CORE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "rl_cfg.h"
+#include "rl_stats.h"
+
+/* cffi:begin */
+#define RL_ENGINE_IO_URING 1
+#define RL_ENGINE_EPOLL 2
+#define RL_MAX_WORKERS 256
+
+typedef struct rl_core rl_core;
+
+typedef struct rl_core_opts {
+    int engine;             /* RL_ENGINE_* */
+    int nworkers;
+    int cpus[256];          /* CPU per worker; -1 leaves that worker unpinned */
+    uint32_t buf_size;      /* receive/transmit buffer size, default 16 KiB */
+    uint32_t nrecv_bufs;    /* per worker, default 1024 */
+    uint32_t ntx_bufs;      /* per worker, default 512 */
+    uint32_t ring_entries;  /* io_uring SQ size, default 1024 */
+} rl_core_opts;
+
+rl_core *rl_core_new(const rl_core_opts *opts, char *err, size_t errlen);
+int rl_core_apply(rl_core *core, rl_cfg *cfg, char *err, size_t errlen);
+void rl_core_drain(rl_core *core, uint32_t timeout_ms);
+int rl_core_running(rl_core *core);
+void rl_core_free(rl_core *core);
+int rl_core_nworkers(rl_core *core);
+int rl_core_worker_cpu(rl_core *core, int worker);
+uint64_t rl_core_served_generation(rl_core *core);
+int rl_core_read_totals(rl_core *core, int worker, rl_worker_totals *out);
+int rl_core_read_listener(rl_core *core, int worker, uint32_t slot, rl_listener_stats *out);
+int rl_core_read_rule(rl_core *core, int worker, uint32_t slot, rl_rule_stats *out);
+int rl_core_read_cluster(rl_core *core, int worker, uint32_t slot, rl_cluster_stats *out);
+/* cffi:end */
+
+typedef struct rl_worker rl_worker;
+
+struct rl_listen_group {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    int *fds; /* one per worker; each worker closes its own */
+    atomic_int refs; /* configs that reference this group */
+    struct rl_listen_group *next;
+};
+
+struct rl_core {
+    rl_core_opts opts;
+    rl_worker **workers;
+    int nworkers;
+    _Atomic(rl_cfg *) cfg;   /* newest published config */
+    rl_cfg *_Atomic first;   /* first published config: where a new worker starts walking */
+    atomic_int draining;
+    atomic_uint drain_timeout_ms;
+    rl_listen_group *groups; /* groups of the latest config */
+    pthread_mutex_t start_mu;
+    pthread_cond_t start_cv;
+    int started, start_err;
+    char start_msg[256];
+};
+
+/* A worker drops its use of a config: the last one frees it. */
+void rl_core_cfg_unhold(rl_cfg *cfg);
+/* A worker reports the outcome of its start-up (engine init). */
+void rl_core_worker_started(rl_core *core, int err, const char *msg);
+
+#endif

@@ -1,0 +1,451 @@
+/* rl_engine_uring: the io_uring engine. One ring per worker, created disabled, restricted to
+ * the operations below, then enabled; multishot accept, multishot recv from a provided-buffer
+ * ring, one send in flight per socket, connect linked to a timeout, one submit-and-wait and
+ * one CQ advance per loop turn. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <liburing.h>
+
+#include "rl_engine_uring.h"
+#include "rl_uring_compat.h"
+#include "rl_core.h"
+#include "rl_worker.h"
+
+#define BGID 0
+
+enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CONNECT, OP_IGNORE, OP_WAKE, OP_LINK_TIMEOUT };
+
+typedef struct ur_state {
+    struct io_uring ring;
+    struct io_uring_buf_ring *br;
+    size_t br_bytes;
+    uint32_t br_mask;
+    uint32_t br_added; /* buffers added since the last advance */
+    rl_list released;  /* closed sockets whose last operation completed */
+    rl_list starved;   /* sockets whose multishot recv ended on an empty buffer ring */
+    struct __kernel_timespec *ts; /* connect timeouts, one per SQ slot, valid until submit */
+    uint32_t nts, ts_next;
+} ur_state;
+
+static ur_state *st(rl_worker *w) { return w->eng_state; }
+
+static inline uint64_t ud(void *p, unsigned op) { return (uint64_t)(uintptr_t)p | op; }
+
+static struct io_uring_sqe *get_sqe(rl_worker *w)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&st(w)->ring);
+    if (rl_unlikely(!sqe)) {
+        /* SQ full: flush it (no wait) and take a fresh entry. */
+        w->totals.uring_submits += (uint64_t)io_uring_submit(&st(w)->ring);
+        w->totals.uring_enters++;
+        sqe = io_uring_get_sqe(&st(w)->ring);
+    }
+    return sqe;
+}
+
+static int setup_ring(rl_worker *w, ur_state *u, char *err, size_t n)
+{
+    const rl_uring_allowlist *al = rl_uring_allowlist_get();
+    unsigned entries = w->core->opts.ring_entries;
+    unsigned flags[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
+        0,
+    };
+    int rc = -EINVAL;
+    for (size_t i = 0; i < RL_ARRAY_LEN(flags); i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = flags[i] | IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE;
+        p.cq_entries = entries * 4;
+        rc = io_uring_queue_init_params(entries, &u->ring, &p);
+        if (rc != -EINVAL)
+            break;
+    }
+    if (rc) {
+        snprintf(err, n, "io_uring_setup: %s", strerror(-rc));
+        return rc;
+    }
+    /* Restrict the ring to exactly what this engine submits, then enable it. */
+    rc = rl_uring_register_restrictions(&u->ring, (struct io_uring_restriction *)al->restrictions,
+                                        al->nrestrictions);
+    if (!rc)
+        rc = rl_uring_enable_rings(&u->ring);
+    if (rc) {
+        snprintf(err, n, "io_uring restrictions: %s", strerror(-rc));
+        io_uring_queue_exit(&u->ring);
+        return rc;
+    }
+    io_uring_register_ring_fd(&u->ring); /* optional: saves an fd lookup per enter */
+    return 0;
+}
+
+static int setup_buf_ring(rl_worker *w, ur_state *u, char *err, size_t n)
+{
+    uint32_t nb = 1;
+    while (nb < w->bufs.nrecv)
+        nb <<= 1;
+    if (nb != w->bufs.nrecv || nb > 32768) {
+        snprintf(err, n, "receive buffer count must be a power of two <= 32768 (got %u)", w->bufs.nrecv);
+        return -EINVAL;
+    }
+    u->br_bytes = nb * sizeof(struct io_uring_buf);
+    u->br = mmap(NULL, u->br_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (u->br == MAP_FAILED) {
+        snprintf(err, n, "buffer ring: out of memory");
+        return -ENOMEM;
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)u->br;
+    reg.ring_entries = nb;
+    reg.bgid = BGID;
+    int rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+    if (rc) {
+        snprintf(err, n, "register buffer ring: %s", strerror(-rc));
+        munmap(u->br, u->br_bytes);
+        return rc;
+    }
+    io_uring_buf_ring_init(u->br);
+    u->br_mask = io_uring_buf_ring_mask(nb);
+    for (uint32_t i = 0; i < nb; i++)
+        io_uring_buf_ring_add(u->br, rl_buf_data(&w->bufs, (uint16_t)i), w->bufs.size, (uint16_t)i, u->br_mask, (int)i);
+    io_uring_buf_ring_advance(u->br, (int)nb);
+    w->bufs.nrx_free = 0; /* the kernel owns them now */
+    return 0;
+}
+
+static void arm_wake(rl_worker *w)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_poll_multishot(sqe, w->wake_fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, ud(NULL, OP_WAKE));
+}
+
+static int ur_init(rl_worker *w, char *err, size_t n)
+{
+    ur_state *u = calloc(1, sizeof(*u));
+    if (!u) {
+        snprintf(err, n, "out of memory");
+        return -ENOMEM;
+    }
+    rl_list_init(&u->released);
+    rl_list_init(&u->starved);
+    int rc = setup_ring(w, u, err, n);
+    if (rc) {
+        free(u);
+        return rc;
+    }
+    rc = setup_buf_ring(w, u, err, n);
+    if (rc) {
+        io_uring_queue_exit(&u->ring);
+        free(u);
+        return rc;
+    }
+    u->nts = w->core->opts.ring_entries;
+    u->ts = calloc(u->nts, sizeof(*u->ts));
+    w->eng_state = u;
+    arm_wake(w);
+    return 0;
+}
+
+static void ur_fini(rl_worker *w)
+{
+    ur_state *u = st(w);
+    io_uring_queue_exit(&u->ring); /* cancels everything in flight */
+    munmap(u->br, u->br_bytes);
+    free(u->ts);
+    free(u);
+    w->eng_state = NULL;
+}
+
+static void arm_accept(rl_worker *w, rl_sock *ls)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_multishot_accept(sqe, ls->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, ud(ls, OP_ACCEPT));
+    ls->inflight++;
+}
+
+static int ur_listen_start(rl_worker *w, rl_sock *ls)
+{
+    arm_accept(w, ls);
+    return 0;
+}
+
+static void cancel(rl_worker *w, rl_sock *s, unsigned op)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_cancel64(sqe, ud(s, op), 0);
+    io_uring_sqe_set_data64(sqe, ud(NULL, OP_IGNORE));
+}
+
+static void maybe_release(rl_worker *w, rl_sock *s)
+{
+    if ((s->flags & RL_S_CLOSED) && s->inflight == 0 && !(s->flags & RL_S_PENDING)) {
+        s->flags |= RL_S_PENDING;
+        rl_list_push_back(&st(w)->released, &s->pending);
+    }
+}
+
+static void ur_listen_stop(rl_worker *w, rl_sock *ls)
+{
+    ls->flags |= RL_S_CLOSED;
+    if (ls->inflight)
+        cancel(w, ls, OP_ACCEPT);
+    close(ls->fd);
+    maybe_release(w, ls);
+}
+
+static int ur_attach(rl_worker *w, rl_sock *s)
+{
+    (void)w;
+    (void)s;
+    return 0;
+}
+
+static void arm_recv(rl_worker *w, rl_sock *s)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    io_uring_sqe_set_data64(sqe, ud(s, OP_RECV));
+    s->flags |= RL_S_RECV_ARMED;
+    s->inflight++;
+}
+
+static void ur_recv_start(rl_worker *w, rl_sock *s)
+{
+    s->flags |= RL_S_RECV_ON;
+    if (!(s->flags & (RL_S_RECV_ARMED | RL_S_RD_DONE | RL_S_CLOSED)))
+        arm_recv(w, s);
+}
+
+static void ur_recv_stop(rl_worker *w, rl_sock *s)
+{
+    s->flags &= (uint16_t)~RL_S_RECV_ON;
+    if ((s->flags & RL_S_RECV_ARMED) && !(s->flags & RL_S_CANCELING)) {
+        s->flags |= RL_S_CANCELING;
+        cancel(w, s, OP_RECV);
+    }
+}
+
+static void submit_send(rl_worker *w, rl_sock *s)
+{
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_send(sqe, s->fd, s->send_ptr, s->send_len, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, ud(s, OP_SEND));
+    s->inflight++;
+}
+
+static void ur_send(rl_worker *w, rl_sock *s, const char *p, uint32_t len)
+{
+    s->flags |= RL_S_SENDING;
+    s->send_ptr = p;
+    s->send_len = len;
+    submit_send(w, s);
+}
+
+static void ur_connect(rl_worker *w, rl_sock *s, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms)
+{
+    ur_state *u = st(w);
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_connect(sqe, s->fd, sa, len);
+    io_uring_sqe_set_data64(sqe, ud(s, OP_CONNECT));
+    s->flags |= RL_S_CONNECTING;
+    s->inflight++;
+    if (!timeout_ms || !u->ts)
+        return;
+    sqe->flags |= IOSQE_IO_LINK;
+    /* The timespec is read at submit time: keep it in a slot that outlives this turn. */
+    struct __kernel_timespec *ts = &u->ts[u->ts_next++ % u->nts];
+    ts->tv_sec = timeout_ms / 1000;
+    ts->tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+    sqe = get_sqe(w);
+    io_uring_prep_link_timeout(sqe, ts, 0);
+    io_uring_sqe_set_data64(sqe, ud(s, OP_LINK_TIMEOUT));
+    s->inflight++;
+}
+
+static void ur_close(rl_worker *w, rl_sock *s)
+{
+    s->flags |= RL_S_CLOSED;
+    if ((s->flags & RL_S_RECV_ARMED) && !(s->flags & RL_S_CANCELING)) {
+        s->flags |= RL_S_CANCELING;
+        cancel(w, s, OP_RECV);
+    }
+    /* In-flight sends and connects hold their own file reference and complete on their own. */
+    close(s->fd);
+    s->fd = -1;
+    maybe_release(w, s);
+}
+
+static void ur_buf_recycle(rl_worker *w, uint16_t bid)
+{
+    ur_state *u = st(w);
+    io_uring_buf_ring_add(u->br, rl_buf_data(&w->bufs, bid), w->bufs.size, bid, u->br_mask, (int)u->br_added);
+    u->br_added++;
+}
+
+static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
+{
+    int more = cqe->flags & IORING_CQE_F_MORE;
+    if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        w->bufs.refs[bid] = 1;
+        if (s->flags & RL_S_CLOSED)
+            rl_buf_unref(w, bid);
+        else
+            s->ops->on_recv(w, s, bid, (uint32_t)cqe->res);
+    }
+    if (more)
+        return;
+    s->inflight--;
+    s->flags &= (uint16_t)~(RL_S_RECV_ARMED | RL_S_CANCELING);
+    if (s->flags & RL_S_CLOSED)
+        return maybe_release(w, s);
+    if (cqe->res == -ENOBUFS) {
+        w->totals.uring_buf_exhausted++;
+        if (!(s->flags & RL_S_PENDING)) {
+            s->flags |= RL_S_PENDING;
+            rl_list_push_back(&st(w)->starved, &s->pending);
+        }
+        return;
+    }
+    if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ECANCELED)) {
+        s->flags |= RL_S_RD_DONE;
+        s->ops->on_recv_end(w, s, cqe->res);
+        return;
+    }
+    if (s->flags & RL_S_RECV_ON) /* the multishot ended by itself (or a stale cancel): re-arm */
+        arm_recv(w, s);
+}
+
+static void on_send_cqe(rl_worker *w, rl_sock *s, int res)
+{
+    s->inflight--;
+    if (s->flags & RL_S_CLOSED)
+        return maybe_release(w, s);
+    if (res > 0 && (uint32_t)res < s->send_len) {
+        s->send_ptr += res;
+        s->send_len -= (uint32_t)res;
+        submit_send(w, s);
+        return;
+    }
+    s->flags &= (uint16_t)~RL_S_SENDING;
+    s->ops->on_sent(w, s, res < 0 ? res : 0);
+}
+
+static void on_connect_cqe(rl_worker *w, rl_sock *s, int res)
+{
+    s->inflight--;
+    s->flags &= (uint16_t)~RL_S_CONNECTING;
+    if (s->flags & RL_S_CLOSED)
+        return maybe_release(w, s);
+    s->ops->on_connected(w, s, res == -ECANCELED ? -ETIMEDOUT : res);
+}
+
+static void dispatch(rl_worker *w, struct io_uring_cqe *cqe)
+{
+    uint64_t data = io_uring_cqe_get_data64(cqe);
+    unsigned op = (unsigned)(data & 7);
+    rl_sock *s = (rl_sock *)(uintptr_t)(data & ~7ull);
+    switch (op) {
+    case OP_ACCEPT:
+        if (cqe->res >= 0 && !(s->flags & RL_S_CLOSED))
+            rl_worker_on_accept(w, rl_container_of(s, rl_listener, sock), cqe->res);
+        else if (cqe->res >= 0)
+            close(cqe->res);
+        if (!(cqe->flags & IORING_CQE_F_MORE)) {
+            s->inflight--;
+            if (s->flags & RL_S_CLOSED)
+                maybe_release(w, s);
+            else
+                arm_accept(w, s);
+        }
+        break;
+    case OP_RECV:
+        on_recv_cqe(w, s, cqe);
+        break;
+    case OP_SEND:
+        on_send_cqe(w, s, cqe->res);
+        break;
+    case OP_CONNECT:
+        on_connect_cqe(w, s, cqe->res);
+        break;
+    case OP_LINK_TIMEOUT:
+        s->inflight--;
+        maybe_release(w, s);
+        break;
+    case OP_WAKE: {
+        uint64_t v;
+        if (read(w->wake_fd, &v, sizeof(v)) < 0) {
+            /* already drained */
+        }
+        if (!(cqe->flags & IORING_CQE_F_MORE))
+            arm_wake(w);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static int ur_run_once(rl_worker *w, int timeout_ms)
+{
+    ur_state *u = st(w);
+    if (u->br_added) {
+        io_uring_buf_ring_advance(u->br, (int)u->br_added);
+        u->br_added = 0;
+        /* Buffers are back: sockets starved of them may receive again. */
+        for (rl_list *n; (n = rl_list_pop_front(&u->starved));) {
+            rl_sock *s = rl_container_of(n, rl_sock, pending);
+            s->flags &= (uint16_t)~RL_S_PENDING;
+            if ((s->flags & RL_S_RECV_ON) && !(s->flags & (RL_S_RECV_ARMED | RL_S_CLOSED | RL_S_RD_DONE)))
+                arm_recv(w, s);
+        }
+    }
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
+    if (!rl_list_empty(&u->released))
+        ts.tv_sec = ts.tv_nsec = 0, timeout_ms = 0;
+    w->totals.uring_submits += io_uring_sq_ready(&u->ring);
+    w->totals.uring_enters++;
+    io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms >= 0 ? &ts : NULL, NULL);
+    w->now_ms = rl_now_ms();
+    unsigned head, count = 0;
+    io_uring_for_each_cqe(&u->ring, head, cqe) {
+        dispatch(w, cqe);
+        count++;
+    }
+    io_uring_cq_advance(&u->ring, count);
+    for (rl_list *n; (n = rl_list_pop_front(&u->released));) {
+        rl_sock *s = rl_container_of(n, rl_sock, pending);
+        s->flags &= (uint16_t)~RL_S_PENDING;
+        s->ops->on_released(w, s);
+    }
+    return (int)count;
+}
+
+const rl_engine_ops rl_engine_uring = {
+    .name = "io_uring",
+    .init = ur_init,
+    .fini = ur_fini,
+    .listen_start = ur_listen_start,
+    .listen_stop = ur_listen_stop,
+    .attach = ur_attach,
+    .recv_start = ur_recv_start,
+    .recv_stop = ur_recv_stop,
+    .send = ur_send,
+    .connect = ur_connect,
+    .close = ur_close,
+    .buf_recycle = ur_buf_recycle,
+    .run_once = ur_run_once,
+};

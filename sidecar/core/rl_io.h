@@ -1,0 +1,70 @@
+/* rl_io: the contract between the proxy state machines and the two engines.
+ * The state machines say "recv/send/connect/close this socket"; an engine (rl_engine_uring.c
+ * or rl_engine_epoll.c) performs it and calls back through rl_sock_ops with the completion.
+ * Every callback runs on the worker thread, never re-entrantly from inside a request. */
+#ifndef RL_IO_H
+#define RL_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "rl_util.h"
+
+typedef struct rl_worker rl_worker;
+typedef struct rl_sock rl_sock;
+
+typedef struct rl_sock_ops {
+    void (*on_recv)(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len); /* owns one buffer ref */
+    void (*on_recv_end)(rl_worker *w, rl_sock *s, int err);                /* 0 = peer EOF */
+    void (*on_sent)(rl_worker *w, rl_sock *s, int err);                    /* whole send done, or -errno */
+    void (*on_connected)(rl_worker *w, rl_sock *s, int err);
+    void (*on_released)(rl_worker *w, rl_sock *s); /* closed and no operation left in flight */
+} rl_sock_ops;
+
+enum {
+    RL_S_RECV_ON = 1u << 0,   /* the state machine wants data */
+    RL_S_RECV_ARMED = 1u << 1, /* io_uring: multishot recv in flight */
+    RL_S_SENDING = 1u << 2,
+    RL_S_CONNECTING = 1u << 3,
+    RL_S_CLOSED = 1u << 4,
+    RL_S_READABLE = 1u << 5,  /* epoll: edge seen, not drained */
+    RL_S_WRITABLE = 1u << 6,  /* epoll */
+    RL_S_RD_DONE = 1u << 7,   /* EOF or error delivered */
+    RL_S_PENDING = 1u << 8,   /* epoll: on the completion list */
+    RL_S_CANCELING = 1u << 9, /* io_uring: cancel of the recv submitted */
+};
+
+struct rl_sock {
+    int fd;
+    uint16_t flags;
+    uint16_t inflight; /* io_uring operations not yet completed */
+    const rl_sock_ops *ops;
+    void *owner;
+    const char *send_ptr; /* current send: engines finish partial sends themselves */
+    uint32_t send_len;
+    int pend_sent, pend_conn; /* epoll: results waiting on the completion list (1 + err) */
+    rl_list pending;          /* epoll: completion list node */
+};
+
+/* One engine: a table of operations over a worker. */
+typedef struct rl_engine_ops {
+    const char *name;
+    int (*init)(rl_worker *w, char *err, size_t errlen);
+    void (*fini)(rl_worker *w);
+    int (*listen_start)(rl_worker *w, rl_sock *ls); /* arm (multishot) accept */
+    void (*listen_stop)(rl_worker *w, rl_sock *ls);
+    int (*attach)(rl_worker *w, rl_sock *s); /* a new connected or connecting fd */
+    void (*recv_start)(rl_worker *w, rl_sock *s);
+    void (*recv_stop)(rl_worker *w, rl_sock *s);
+    void (*send)(rl_worker *w, rl_sock *s, const char *p, uint32_t len);
+    void (*connect)(rl_worker *w, rl_sock *s, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms);
+    void (*close)(rl_worker *w, rl_sock *s);
+    void (*buf_recycle)(rl_worker *w, uint16_t bid); /* a receive buffer is free again */
+    int (*run_once)(rl_worker *w, int timeout_ms);   /* submit, wait, dispatch completions */
+} rl_engine_ops;
+
+extern const rl_engine_ops rl_engine_uring;
+extern const rl_engine_ops rl_engine_epoll;
+
+#endif

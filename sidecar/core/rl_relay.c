@@ -1,0 +1,217 @@
+/* rl_relay: the L4 TCP relay state machine. Bytes received on one side are queued for the
+ * other without copying; a full queue pauses reading (backpressure); EOF on one side becomes
+ * shutdown(SHUT_WR) on the other once its queue is flushed, so half-closed streams finish
+ * with every byte delivered. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rl_balance.h"
+#include "rl_conn.h"
+
+#define PAUSE_AT 4 /* queued slices on the sending side before the reader pauses */
+
+typedef struct relay_side {
+    rl_sock sock;
+    rl_outq out;     /* bytes waiting to be sent to this side */
+    uint8_t eof;     /* this side sent FIN (or failed) */
+    uint8_t wr_shut; /* we sent FIN to this side */
+    uint8_t released;
+} relay_side;
+
+typedef struct rl_relay {
+    rl_conn_base base;
+    relay_side side[2]; /* 0: client, 1: upstream */
+    rl_cfg_hold *hold;
+    uint32_t listener_slot, cluster_slot;
+    rl_timer connect_timer;
+    uint8_t connected, closing;
+} rl_relay;
+
+static const rl_sock_ops relay_ops;
+
+static rl_relay *of(rl_sock *s) { return s->owner; }
+static int idx(rl_relay *r, rl_sock *s) { return s == &r->side[1].sock; }
+
+static void relay_close(rl_worker *w, rl_relay *r)
+{
+    if (r->closing)
+        return;
+    r->closing = 1;
+    rl_timer_cancel(&w->wheel, &r->connect_timer);
+    for (int i = 0; i < 2; i++) {
+        rl_outq_clear(w, &r->side[i].out);
+        if (r->side[i].sock.fd >= 0)
+            w->eng->close(w, &r->side[i].sock);
+        else
+            r->side[i].released = 1;
+    }
+    rl_listener_stats *ls = rl_worker_lstats(w, r->listener_slot);
+    ls->conns_closed++;
+}
+
+static void relay_free(rl_worker *w, rl_relay *r)
+{
+    rl_conn_untrack(w, &r->base, 1);
+    rl_worker_release_cfg(w, r->hold);
+    free(r);
+}
+
+static void on_released(rl_worker *w, rl_sock *s)
+{
+    rl_relay *r = of(s);
+    r->side[idx(r, s)].released = 1;
+    if (r->side[0].released && r->side[1].released)
+        relay_free(w, r);
+}
+
+/* Both directions finished and flushed: the relay is done. */
+static void check_done(rl_worker *w, rl_relay *r)
+{
+    for (int i = 0; i < 2; i++)
+        if (!r->side[i].eof || r->side[i].out.count || (r->side[i].sock.flags & RL_S_SENDING))
+            return;
+    relay_close(w, r);
+}
+
+static void maybe_shutdown(rl_worker *w, rl_relay *r, int to)
+{
+    relay_side *d = &r->side[to];
+    if (r->side[!to].eof && !d->out.count && !(d->sock.flags & RL_S_SENDING) && !d->wr_shut) {
+        d->wr_shut = 1;
+        shutdown(d->sock.fd, SHUT_WR);
+    }
+    check_done(w, r);
+}
+
+static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
+{
+    rl_relay *r = of(s);
+    int from = idx(r, s), to = !from;
+    relay_side *d = &r->side[to];
+    rl_listener_stats *ls = rl_worker_lstats(w, r->listener_slot);
+    if (from == 0)
+        ls->rx_bytes += len;
+    else
+        ls->tx_bytes += len;
+    if (rl_outq_push(w, &d->out, bid, 0, len)) {
+        rl_buf_unref(w, bid); /* cannot happen while reads pause at PAUSE_AT < RL_OUTQ_MAX */
+        return relay_close(w, r);
+    }
+    rl_outq_kick(w, &d->sock, &d->out);
+    if (d->out.count >= PAUSE_AT)
+        w->eng->recv_stop(w, s);
+}
+
+static void on_recv_end(rl_worker *w, rl_sock *s, int err)
+{
+    rl_relay *r = of(s);
+    int from = idx(r, s);
+    if (err)
+        return relay_close(w, r); /* reset: nothing more can be delivered reliably */
+    r->side[from].eof = 1;
+    maybe_shutdown(w, r, !from);
+}
+
+static void on_sent(rl_worker *w, rl_sock *s, int err)
+{
+    rl_relay *r = of(s);
+    int to = idx(r, s), from = !to;
+    if (err)
+        return relay_close(w, r);
+    rl_outq_pop(w, &r->side[to].out);
+    rl_outq_kick(w, s, &r->side[to].out);
+    relay_side *src = &r->side[from];
+    if (r->side[to].out.count < PAUSE_AT / 2 && !src->eof && !(src->sock.flags & RL_S_RECV_ON))
+        w->eng->recv_start(w, &src->sock);
+    maybe_shutdown(w, r, to);
+}
+
+static void on_connected(rl_worker *w, rl_sock *s, int err)
+{
+    rl_relay *r = of(s);
+    rl_timer_cancel(&w->wheel, &r->connect_timer);
+    if (err) {
+        rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
+        return relay_close(w, r);
+    }
+    r->connected = 1;
+    w->eng->recv_start(w, &r->side[0].sock);
+    w->eng->recv_start(w, &r->side[1].sock);
+}
+
+static void on_connect_timeout(rl_worker *w, rl_timer *t)
+{
+    rl_relay *r = rl_container_of(t, rl_relay, connect_timer);
+    rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
+    relay_close(w, r);
+}
+
+static void relay_drain(rl_worker *w, rl_conn_base *c)
+{
+    /* A byte stream has no request boundary to stop at: it runs until the drain deadline. */
+    (void)w;
+    (void)c;
+}
+
+static void relay_destroy(rl_worker *w, rl_conn_base *c)
+{
+    rl_relay *r = rl_container_of(c, rl_relay, base);
+    (void)w;
+    for (int i = 0; i < 2; i++)
+        if (r->side[i].sock.fd >= 0 && !(r->side[i].sock.flags & RL_S_CLOSED))
+            close(r->side[i].sock.fd);
+    free(r);
+}
+
+static const rl_sock_ops relay_ops = {
+    .on_recv = on_recv,
+    .on_recv_end = on_recv_end,
+    .on_sent = on_sent,
+    .on_connected = on_connected,
+    .on_released = on_released,
+};
+
+void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
+{
+    rl_relay *r = calloc(1, sizeof(*r));
+    if (!r) {
+        close(fd);
+        return;
+    }
+    r->base.drain = relay_drain;
+    r->base.destroy = relay_destroy;
+    r->listener_slot = lc->slot;
+    r->hold = rl_worker_hold_cfg(w);
+    rl_conn_track(w, &r->base, 1);
+    for (int i = 0; i < 2; i++) {
+        r->side[i].sock.ops = &relay_ops;
+        r->side[i].sock.owner = r;
+        r->side[i].sock.fd = -1;
+    }
+    r->side[0].sock.fd = fd;
+    const rl_cfg *cfg = r->hold->cfg;
+    int ci = lc->nrules ? rl_pick_backend(w, &cfg->rules[lc->rules[0]]) : -1;
+    const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
+    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl) : NULL;
+    if (cl)
+        r->cluster_slot = cl->slot;
+    int ufd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (ufd < 0 || w->eng->attach(w, &r->side[0].sock) || (r->side[1].sock.fd = ufd, w->eng->attach(w, &r->side[1].sock))) {
+        if (cl)
+            rl_worker_cstats(w, cl->slot)->connect_errors++;
+        return relay_close(w, r);
+    }
+    rl_cluster_stats *cs = rl_worker_cstats(w, cl->slot);
+    cs->requests++;
+    cs->connections_opened++;
+    int one = 1;
+    setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    w->eng->connect(w, &r->side[1].sock, (const struct sockaddr *)&ep->addr, ep->addrlen, cl->connect_timeout_ms);
+    /* The engine-independent backstop (io_uring also links its own timeout). */
+    rl_timer_set(&w->wheel, &r->connect_timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);
+}

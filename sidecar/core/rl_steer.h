@@ -1,0 +1,19 @@
+/* rl_steer: one SO_REUSEPORT listening socket per worker for an address, and a reuseport
+ * cBPF program that hands each new connection to the worker pinned on the CPU that received
+ * it (SO_INCOMING_CPU when the program cannot be attached). */
+#ifndef RL_STEER_H
+#define RL_STEER_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Opens n listening sockets (fds[i] for the worker on cpus[i]); 0 or -errno. */
+int rl_steer_listen(const struct sockaddr *addr, socklen_t len, int n, const int *cpus, int *fds);
+
+/* cffi:begin */
+/* Builds the cBPF program mapping CPU -> socket index into prog (struct sock_filter[], at
+ * most 2n+3 entries); returns the number of instructions. Exposed for tests. */
+int rl_steer_program(int n, const int *cpus, void *prog, int max);
+/* cffi:end */
+
+#endif
