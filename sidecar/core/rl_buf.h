@@ -42,12 +42,13 @@ typedef struct rl_slice {
     uint32_t off, len;
 } rl_slice;
 
-#define RL_OUTQ_MAX 8
-
-/* Bytes queued for one socket, sent in order, one send in flight at a time. */
+/* Bytes queued for one socket, sent in order, one send in flight at a time. A growable ring:
+ * readers pause at a few slices, but a multishot recv may deliver more before its cancel
+ * lands, so the queue must take them rather than drop the connection. Empty queues of idle
+ * connections keep their small array (no allocation per request). */
 typedef struct rl_outq {
-    rl_slice s[RL_OUTQ_MAX];
-    uint8_t head, count;
+    rl_slice *s;
+    uint16_t head, count, cap;
     uint32_t bytes;
 } rl_outq;
 

@@ -153,16 +153,18 @@ int rl_cfg_cluster_add_endpoint(rl_cfg *c, int cluster, const char *ip, uint16_t
     return 0;
 }
 
-int rl_cfg_add_listener(rl_cfg *c, uint32_t slot, const char *ip, uint16_t port, int proto)
+int rl_cfg_add_listener(rl_cfg *c, uint32_t slot, const char *ip, uint16_t port, int proto,
+                        uint32_t noroute_slot)
 {
     struct sockaddr_storage ss;
     socklen_t len;
-    if (slot >= RL_MAX_SLOTS_CFG || rl_parse_addr(ip, port, &ss, &len))
+    if (slot >= RL_MAX_SLOTS_CFG || noroute_slot >= RL_MAX_SLOTS_CFG || rl_parse_addr(ip, port, &ss, &len))
         return -1;
     rl_listener_cfg *l = grow(&c->listeners, &c->nlisteners, sizeof(*l));
     if (!l)
         return -1;
     l->slot = slot;
+    l->noroute_slot = noroute_slot;
     l->proto = proto;
     l->addr = ss;
     l->addrlen = len;

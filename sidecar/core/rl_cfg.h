@@ -35,7 +35,8 @@ int rl_cfg_set_limits(rl_cfg *c, uint32_t max_header_bytes, uint32_t max_headers
 int rl_cfg_add_cluster(rl_cfg *c, uint32_t slot, int lb, uint32_t connect_timeout_ms,
                        uint32_t idle_timeout_ms, uint32_t max_conns);
 int rl_cfg_cluster_add_endpoint(rl_cfg *c, int cluster, const char *ip, uint16_t port);
-int rl_cfg_add_listener(rl_cfg *c, uint32_t slot, const char *ip, uint16_t port, int proto);
+int rl_cfg_add_listener(rl_cfg *c, uint32_t slot, const char *ip, uint16_t port, int proto,
+                        uint32_t noroute_slot);
 int rl_cfg_add_rule(rl_cfg *c, int listener, uint32_t slot, uint32_t request_timeout_ms,
                     uint32_t backend_timeout_ms, uint32_t retry_attempts, uint32_t retry_backoff_ms);
 int rl_cfg_rule_add_hostname(rl_cfg *c, int rule, const char *hostname);
@@ -105,6 +106,7 @@ typedef struct rl_listen_group rl_listen_group; /* listening sockets, one per wo
 
 typedef struct rl_listener_cfg {
     uint32_t slot;
+    uint32_t noroute_slot; /* rule-stats slot for requests no rule matched */
     int proto;
     struct sockaddr_storage addr;
     socklen_t addrlen;

@@ -1,14 +1,32 @@
 /* rl_conn: output queues and connection tracking (see rl_conn.h). */
 #include "rl_conn.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+static int outq_grow(rl_outq *q)
+{
+    uint16_t cap = q->cap ? (uint16_t)(q->cap * 2) : 4;
+    if (cap > 4096)
+        return -1;
+    rl_slice *s = malloc(cap * sizeof(*s));
+    if (!s)
+        return -1;
+    for (uint16_t i = 0; i < q->count; i++)
+        s[i] = q->s[(q->head + i) % q->cap];
+    free(q->s);
+    q->s = s;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
 
 int rl_outq_push(rl_worker *w, rl_outq *q, uint16_t bid, uint32_t off, uint32_t len)
 {
     (void)w;
-    if (q->count == RL_OUTQ_MAX)
+    if (q->count == q->cap && outq_grow(q))
         return -1;
-    rl_slice *s = &q->s[(q->head + q->count) % RL_OUTQ_MAX];
+    rl_slice *s = &q->s[(q->head + q->count) % q->cap];
     s->bid = bid;
     s->off = off;
     s->len = len;
@@ -20,7 +38,7 @@ int rl_outq_push(rl_worker *w, rl_outq *q, uint16_t bid, uint32_t off, uint32_t 
 int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
 {
     while (len) {
-        rl_slice *last = q->count ? &q->s[(q->head + q->count - 1) % RL_OUTQ_MAX] : NULL;
+        rl_slice *last = q->count ? &q->s[(q->head + q->count - 1) % q->cap] : NULL;
         /* Append to the tail transmit buffer when it is ours alone and is not the head,
          * which may be in flight with its length already handed to the engine. */
         int append = last && q->count > 1 && !rl_buf_is_rx(&w->bufs, last->bid) &&
@@ -32,7 +50,7 @@ int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
                     rl_buf_unref(w, (uint16_t)bid);
                 return -1;
             }
-            last = &q->s[(q->head + q->count - 1) % RL_OUTQ_MAX];
+            last = &q->s[(q->head + q->count - 1) % q->cap];
         }
         uint32_t room = w->bufs.size - (last->off + last->len);
         uint32_t n = len < room ? len : room;
@@ -60,7 +78,7 @@ void rl_outq_pop(rl_worker *w, rl_outq *q)
     rl_slice *h = &q->s[q->head];
     q->bytes -= h->len;
     rl_buf_unref(w, h->bid);
-    q->head = (uint8_t)((q->head + 1) % RL_OUTQ_MAX);
+    q->head = (uint16_t)((q->head + 1) % q->cap);
     q->count--;
 }
 
@@ -69,6 +87,13 @@ void rl_outq_clear(rl_worker *w, rl_outq *q)
     while (q->count)
         rl_outq_pop(w, q);
     q->head = 0;
+}
+
+void rl_outq_free(rl_outq *q)
+{
+    free(q->s);
+    q->s = NULL;
+    q->cap = q->count = q->head = 0;
 }
 
 void rl_conn_track(rl_worker *w, rl_conn_base *c, int client)

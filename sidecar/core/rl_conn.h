@@ -21,6 +21,8 @@ void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q);
 /* The head slice was sent: drop it. */
 void rl_outq_pop(rl_worker *w, rl_outq *q);
 void rl_outq_clear(rl_worker *w, rl_outq *q);
+/* Free the queue's array (it must be empty, or the worker is exiting). */
+void rl_outq_free(rl_outq *q);
 /* Copy bytes into the queue's last transmit buffer or a new one; 0, or -1 when out of buffers. */
 int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len);
 

@@ -1,12 +1,738 @@
-/* rl_http: the HTTP/1.1 reverse proxy state machine (in progress: see the data-plane issue).
- * Until it lands, the Python agent refuses configs with HTTP listeners, so this is unreachable. */
+/* rl_http: the client side of the HTTP/1.1 proxy. One request at a time per connection:
+ * the head is parsed (in place when it fits one receive buffer), routed, rewritten and sent
+ * upstream; the body and the response are streamed as buffer slices, never buffered whole;
+ * pipelined requests wait as slices until the response before them has been sent. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-#include "rl_conn.h"
+#include "rl_balance.h"
+#include "rl_http.h"
+
+enum { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_TUNNEL };
+#define PAUSE_AT 8 /* queued slices on a destination before its source stops reading */
+
+struct rl_http_client {
+    rl_conn_base base;
+    rl_sock sock;
+    rl_outq out;   /* to the client */
+    rl_outq in;    /* received but not yet parsed (pipelined requests) */
+    rl_outq retry; /* the upstream request head, kept for a retry */
+    llhttp_t parser;
+    rl_http_head *head; /* the worker's scratch, or owned while a head spans receives */
+    char *headbuf;
+    uint32_t headbuf_len, headbuf_cap;
+    rl_cfg_hold *hold;
+    const rl_listener_cfg *lc;
+    const rl_rule *rule;
+    rl_http_up *up;
+    rl_timer timer;
+    uint64_t start_ns, req_deadline;
+    uint32_t stat_slot, cluster_slot;
+    int status;
+    uint8_t state, attempts, resp_started, req_done, keepalive, close_after, client_eof;
+    uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
+    char ip[INET6_ADDRSTRLEN];
+};
+
+static const rl_sock_ops client_ops;
+static void feed(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len);
+static void start_attempt(rl_worker *w, rl_http_client *c);
+
+static rl_http_head *scratch(rl_worker *w, uint32_t max_headers)
+{
+    /* One per worker, sized for the largest header limit a config may set. */
+    if (!w->http_scratch)
+        w->http_scratch = malloc(RL_HTTP_HEAD_SIZE(RL_HTTP_MAX_HEADERS));
+    rl_http_head *h = w->http_scratch;
+    if (h) {
+        memset(h, 0, sizeof(*h));
+        h->max_headers = max_headers < RL_HTTP_MAX_HEADERS ? max_headers : RL_HTTP_MAX_HEADERS;
+    }
+    return h;
+}
+
+static const rl_cfg *cfg_of(rl_http_client *c) { return c->hold->cfg; }
+
+/* ---- closing ---- */
+
+static void client_close(rl_worker *w, rl_http_client *c)
+{
+    if (c->closed)
+        return;
+    c->closed = 1;
+    rl_timer_cancel(&w->wheel, &c->timer);
+    if (c->up) {
+        rl_http_up_detach(w, c->up, 0);
+        c->up = NULL;
+    }
+    rl_outq_clear(w, &c->out);
+    rl_outq_clear(w, &c->in);
+    rl_outq_clear(w, &c->retry);
+    rl_worker_lstats(w, c->lc->slot)->conns_closed++;
+    w->eng->close(w, &c->sock);
+}
+
+static void on_released(rl_worker *w, rl_sock *s)
+{
+    rl_http_client *c = s->owner;
+    rl_conn_untrack(w, &c->base, 1);
+    rl_worker_release_cfg(w, c->hold);
+    rl_outq_free(&c->out);
+    rl_outq_free(&c->in);
+    rl_outq_free(&c->retry);
+    if (c->head && c->head != w->http_scratch)
+        free(c->head);
+    free(c->headbuf);
+    free(c);
+}
+
+/* Close once everything queued for the client has been sent. */
+static void close_when_flushed(rl_worker *w, rl_http_client *c)
+{
+    c->close_after = 1;
+    w->eng->recv_stop(w, &c->sock);
+    if (!c->out.count && !(c->sock.flags & RL_S_SENDING))
+        client_close(w, c);
+}
+
+/* ---- timers ---- */
+
+static void on_timer(rl_worker *w, rl_timer *t);
+
+static void arm(rl_worker *w, rl_http_client *c, uint32_t ms)
+{
+    if (ms)
+        rl_timer_set(&w->wheel, &c->timer, w->now_ms + ms, on_timer);
+    else
+        rl_timer_cancel(&w->wheel, &c->timer);
+}
+
+/* ---- responses ---- */
+
+static void count_response(rl_worker *w, rl_http_client *c, int status)
+{
+    static const uint64_t bounds[RL_HIST_BUCKETS] = RL_HIST_BOUNDS_NS;
+    rl_rule_stats *rs = rl_worker_rstats(w, c->stat_slot);
+    int cls = status / 100 - 1;
+    rs->requests[cls < 0 ? 0 : cls > 4 ? 4 : cls]++;
+    uint64_t ns = rl_now_ns() - c->start_ns;
+    int b = 0;
+    while (b < RL_HIST_BUCKETS - 1 && ns > bounds[b])
+        b++;
+    rs->duration_buckets[b]++;
+    rs->duration_sum_ns += ns;
+}
+
+/* Ready for the next request on this connection (or close it). */
+static void finish_request(rl_worker *w, rl_http_client *c)
+{
+    rl_outq_clear(w, &c->retry);
+    c->rule = NULL;
+    c->status = 0;
+    c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = 0;
+    if (!c->keepalive || c->client_eof || w->draining)
+        return close_when_flushed(w, c);
+    c->state = C_IDLE;
+    arm(w, c, cfg_of(c)->idle_timeout_ms);
+    /* llhttp paused at the end of the message: continue with the next one. */
+    llhttp_resume(&c->parser);
+    /* Replay what arrived while this request was being served, in order. */
+    rl_outq pending = c->in;
+    memset(&c->in, 0, sizeof(c->in));
+    for (uint16_t i = 0; i < pending.count; i++) {
+        rl_slice s = pending.s[(pending.head + i) % pending.cap];
+        if (c->closed || c->state == C_WAIT || c->state == C_TUNNEL)
+            rl_outq_push(w, &c->in, s.bid, s.off, s.len); /* still waiting: keep order */
+        else
+            feed(w, c, s.bid, s.off, s.len);
+    }
+    free(pending.s);
+    if (!c->closed && c->state != C_WAIT && c->state != C_TUNNEL && !c->close_after)
+        w->eng->recv_start(w, &c->sock);
+}
+
+/* A response the proxy makes itself (400, 404, 431, 502, 503, 504). */
+static void respond_error(rl_worker *w, rl_http_client *c, int status)
+{
+    if (c->resp_started || c->closed)
+        return client_close(w, c); /* part of a response already went out: only a cut is honest */
+    if (c->up) {
+        rl_http_up_detach(w, c->up, 0);
+        c->up = NULL;
+    }
+    /* A request whose body was not read to the end leaves the stream unparseable: close. */
+    int must_close = c->state == C_HEAD || c->state == C_IDLE || (c->has_body && !c->req_done);
+    if (must_close)
+        c->keepalive = 0;
+    c->resp_started = 1;
+    if (rl_http_build_error(w, &c->out, status, !c->keepalive))
+        return client_close(w, c);
+    rl_outq_kick(w, &c->sock, &c->out);
+    count_response(w, c, status);
+    arm(w, c, 0);
+    if (!c->req_done && !must_close) {
+        c->status = status; /* finish once the rest of the request has been read */
+        return;
+    }
+    finish_request(w, c);
+}
+
+/* ---- request head ---- */
+
+static int limit_status(llhttp_errno_t err) { return err == HPE_USER ? 431 : 400; }
+
+static void head_done(rl_worker *w, rl_http_client *c)
+{
+    const rl_cfg *cfg = cfg_of(c);
+    rl_http_head *h = c->head;
+    rl_http_req rq;
+    rl_http_req_facts(h, &c->parser, &rq);
+    c->keepalive = (uint8_t)rq.keepalive;
+    c->has_body = (uint8_t)rq.has_body;
+    c->idempotent = (uint8_t)rq.idempotent;
+    c->upgrade = (uint8_t)rq.upgrade;
+    c->method = (uint8_t)rq.method;
+    c->state = C_BODY;
+    c->rule = rl_http_route(cfg, c->lc, h, &rq);
+    c->stat_slot = c->rule ? c->rule->slot : c->lc->noroute_slot;
+    if (!c->rule)
+        return respond_error(w, c, 404);
+    if (rl_http_build_request(w, &c->retry, h, &rq, &c->parser, c->rule, c->ip))
+        return respond_error(w, c, 503);
+    uint32_t rt = c->rule->request_timeout_ms;
+    c->req_deadline = rt ? w->now_ms + rt : 0;
+    start_attempt(w, c);
+}
+
+/* Parses head bytes; returns how many were consumed (the rest is body or the next request). */
+static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, uint32_t len)
+{
+    const rl_cfg *cfg = cfg_of(c);
+    const char *start = data;
+    if (c->state == C_IDLE) {
+        c->state = C_HEAD;
+        c->start_ns = rl_now_ns();
+        arm(w, c, cfg->header_timeout_ms);
+        c->head = scratch(w, cfg->max_headers);
+        if (!c->head) {
+            client_close(w, c);
+            return len;
+        }
+        c->head->base = data;
+    } else if (c->headbuf) {
+        /* The head spans receives: it continues in our own copy. */
+        if (c->headbuf_len + len > cfg->max_header_bytes) {
+            respond_error(w, c, 431);
+            return len;
+        }
+        if (c->headbuf_len + len > c->headbuf_cap) {
+            uint32_t cap = c->headbuf_cap * 2 > c->headbuf_len + len ? c->headbuf_cap * 2 : c->headbuf_len + len;
+            char *nb = realloc(c->headbuf, cap);
+            if (!nb) {
+                client_close(w, c);
+                return len;
+            }
+            c->headbuf = nb;
+            c->headbuf_cap = cap;
+        }
+        memcpy(c->headbuf + c->headbuf_len, data, len);
+        start = c->headbuf + c->headbuf_len;
+        c->headbuf_len += len;
+        c->head->base = c->headbuf;
+    } else {
+        c->head->base = data; /* a scratch head that was parsed from offset 0 of this buffer */
+    }
+    llhttp_errno_t err = llhttp_execute(&c->parser, start, len);
+    if (err == HPE_PAUSED) {
+        uint32_t used = (uint32_t)(llhttp_get_error_pos(&c->parser) - start);
+        uint32_t head_bytes = (uint32_t)(start - c->head->base) + used;
+        llhttp_resume(&c->parser);
+        if (head_bytes > cfg->max_header_bytes)
+            respond_error(w, c, 431);
+        else
+            head_done(w, c);
+        if (c->head != w->http_scratch)
+            free(c->head);
+        c->head = NULL;
+        free(c->headbuf);
+        c->headbuf = NULL;
+        c->headbuf_len = c->headbuf_cap = 0;
+        return used;
+    }
+    if (err != HPE_OK) {
+        respond_error(w, c, limit_status(err));
+        return len;
+    }
+    /* Incomplete: keep the bytes (and the spans into them) until the rest arrives. */
+    if (!c->headbuf) {
+        uint32_t have = (uint32_t)(start + len - c->head->base);
+        if (have > cfg->max_header_bytes) {
+            respond_error(w, c, 431);
+            return len;
+        }
+        uint32_t cap = have < 2048 ? 4096 : have * 2;
+        c->headbuf = malloc(cap);
+        rl_http_head *own = malloc(RL_HTTP_HEAD_SIZE(c->head->max_headers));
+        if (!c->headbuf || !own) {
+            free(own);
+            client_close(w, c);
+            return len;
+        }
+        memcpy(own, c->head, RL_HTTP_HEAD_SIZE(c->head->max_headers));
+        c->head = own;
+        memcpy(c->headbuf, c->head->base, have);
+        c->headbuf_len = have;
+        c->headbuf_cap = cap;
+        c->head->base = c->headbuf;
+    }
+    return len;
+}
+
+/* Request body bytes: returns how many belong to this request (forwarded upstream). */
+static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
+{
+    const char *data = rl_buf_data(&w->bufs, bid) + off;
+    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    uint32_t used = len;
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+        used = (uint32_t)(llhttp_get_error_pos(&c->parser) - data);
+        c->req_done = 1;
+        c->state = c->upgrade ? C_TUNNEL : C_WAIT;
+        if (err == HPE_PAUSED_UPGRADE)
+            c->state = C_WAIT; /* tunnel bytes wait for the 101 */
+    } else if (err != HPE_OK) {
+        respond_error(w, c, 400);
+        return len;
+    }
+    if (used && c->up) {
+        rl_buf_ref(w, bid);
+        if (rl_outq_push(w, rl_http_up_outq(c->up), bid, off, used)) {
+            rl_buf_unref(w, bid);
+            client_close(w, c);
+            return len;
+        }
+        rl_http_up_send(w, c->up);
+        if (rl_http_up_outq(c->up)->count >= PAUSE_AT)
+            w->eng->recv_stop(w, &c->sock);
+    }
+    if (c->req_done && c->status) /* an error response already went out: now finish */
+        finish_request(w, c);
+    else if (c->state == C_WAIT && !c->upgrade)
+        c->state = C_WAIT;
+    return used;
+}
+
+/* Everything the client sends goes through here; consumes the caller's reference on bid. */
+static void feed(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
+{
+    while (!c->closed && !c->close_after) {
+        if (c->state == C_WAIT) {
+            /* A pipelined request (or early tunnel bytes): hold it, stop reading. */
+            if (len) {
+                rl_buf_ref(w, bid);
+                if (rl_outq_push(w, &c->in, bid, off, len)) {
+                    rl_buf_unref(w, bid);
+                    client_close(w, c);
+                }
+                w->eng->recv_stop(w, &c->sock);
+            }
+            break;
+        }
+        if (c->state == C_TUNNEL) {
+            if (len && c->up) {
+                rl_buf_ref(w, bid);
+                rl_outq_push(w, rl_http_up_outq(c->up), bid, off, len);
+                rl_http_up_send(w, c->up);
+                if (rl_http_up_outq(c->up)->count >= PAUSE_AT)
+                    w->eng->recv_stop(w, &c->sock);
+            }
+            break;
+        }
+        if (c->state == C_BODY) {
+            uint32_t used = parse_body(w, c, bid, off, len);
+            off += used;
+            len -= used;
+            if (!len && c->state == C_BODY)
+                break;
+            continue;
+        }
+        if (!len)
+            break;
+        uint32_t used = parse_head(w, c, rl_buf_data(&w->bufs, bid) + off, len);
+        off += used;
+        len -= used;
+        /* A body-less request completes right after its head: let llhttp say so. */
+    }
+    rl_buf_unref(w, bid);
+}
+
+/* ---- upstream attempts ---- */
+
+static int may_retry(const rl_http_client *c, int flag, int status)
+{
+    const rl_rule *r = c->rule;
+    if (!r || c->attempts > r->retry_attempts || c->resp_started || c->has_body || c->upgrade)
+        return 0;
+    if (flag)
+        return (r->retry_flags & (uint32_t)flag) != 0;
+    if (!c->idempotent || status < 500 || status > 599)
+        return 0;
+    return (r->retry_status[(status - 500) / 64] >> ((status - 500) % 64)) & 1;
+}
+
+static void start_attempt(rl_worker *w, rl_http_client *c)
+{
+    const rl_cfg *cfg = cfg_of(c);
+    c->attempts++;
+    c->retry_wait = 0;
+    int ci = rl_pick_backend(w, c->rule);
+    const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
+    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl) : NULL;
+    if (!ep)
+        return respond_error(w, c, 503);
+    c->cluster_slot = cl->slot;
+    rl_worker_cstats(w, cl->slot)->requests++;
+    int status = 503;
+    c->up = rl_http_up_get(w, c, cl, ep, &status);
+    if (!c->up)
+        return respond_error(w, c, status);
+    rl_http_up_set_method(c->up, c->method);
+    /* Queue the head (shared buffers: the retry copy keeps its own references). */
+    rl_outq *uq = rl_http_up_outq(c->up);
+    for (uint16_t i = 0; i < c->retry.count; i++) {
+        rl_slice s = c->retry.s[(c->retry.head + i) % c->retry.cap];
+        rl_buf_ref(w, s.bid);
+        rl_outq_push(w, uq, s.bid, s.off, s.len);
+    }
+    rl_http_up_send(w, c->up);
+    uint32_t bt = c->rule->backend_timeout_ms;
+    uint64_t deadline = bt ? w->now_ms + bt : 0;
+    if (c->req_deadline && (!deadline || c->req_deadline < deadline))
+        deadline = c->req_deadline;
+    if (deadline)
+        rl_timer_set(&w->wheel, &c->timer, deadline, on_timer);
+    else
+        arm(w, c, 0);
+}
+
+static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status, int fail_status)
+{
+    if (c->up) {
+        rl_http_up_detach(w, c->up, 0);
+        c->up = NULL;
+    }
+    if (!may_retry(c, flag, status))
+        return respond_error(w, c, fail_status);
+    uint32_t backoff = c->rule->retry_backoff_ms;
+    if (!backoff)
+        return start_attempt(w, c);
+    c->retry_wait = 1;
+    rl_timer_set(&w->wheel, &c->timer, w->now_ms + backoff, on_timer);
+}
+
+static void on_timer(rl_worker *w, rl_timer *t)
+{
+    rl_http_client *c = rl_container_of(t, rl_http_client, timer);
+    if (c->retry_wait)
+        return start_attempt(w, c);
+    switch (c->state) {
+    case C_IDLE:
+        return client_close(w, c); /* idle keep-alive timeout */
+    case C_HEAD:
+        c->keepalive = 0; /* slow head (slowloris): answer 408 and cut */
+        return respond_error(w, c, 408);
+    case C_TUNNEL:
+        return;
+    default:
+        return respond_error(w, c, 504);
+    }
+}
+
+/* ---- events from the upstream side (rl_http_up.c) ---- */
+
+void rl_http_on_up_connected(rl_worker *w, rl_http_client *c, int err)
+{
+    if (!err)
+        return;
+    rl_worker_cstats(w, c->cluster_slot)->connect_errors++;
+    retry_or_fail(w, c, RL_RETRY_CONNECT_FAILURE, 0, 503);
+}
+
+void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u)
+{
+    if (u->out.count < PAUSE_AT / 2 && (c->state == C_BODY || c->state == C_TUNNEL) &&
+        !(c->sock.flags & RL_S_RECV_ON) && !c->client_eof && !c->close_after)
+        w->eng->recv_start(w, &c->sock);
+}
+
+/* The response is complete: count it, release the upstream, serve the next request. */
+static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int reuse)
+{
+    count_response(w, c, (int)u->parser.status_code);
+    rl_http_up_detach(w, u, reuse && c->req_done);
+    c->up = NULL;
+    arm(w, c, 0);
+    if (!c->req_done)
+        c->keepalive = 0; /* the upstream answered before the body ended: stop here */
+    finish_request(w, c);
+}
+
+void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
+{
+    c->up = NULL;
+    u->client = NULL;
+    if (c->state == C_TUNNEL) /* the upstream closed the tunnel: flush to the client, close */
+        return close_when_flushed(w, c);
+    /* A response framed by connection close ends here. */
+    if (!err && c->resp_started && llhttp_finish(&u->parser) == HPE_PAUSED) {
+        count_response(w, c, (int)u->parser.status_code);
+        c->keepalive = c->keepalive && c->req_done;
+        arm(w, c, 0);
+        return finish_request(w, c);
+    }
+    /* Reset or EOF before the response ended. */
+    retry_or_fail(w, c, RL_RETRY_RESET, 0, 502);
+}
+
+static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
+{
+    c->state = C_TUNNEL;
+    arm(w, c, 0);
+    /* Bytes the client sent after its upgrade request go first. */
+    while (c->in.count) {
+        rl_slice s = c->in.s[c->in.head];
+        rl_buf_ref(w, s.bid);
+        rl_outq_push(w, &u->out, s.bid, s.off, s.len);
+        rl_outq_pop(w, &c->in);
+    }
+    rl_http_up_send(w, u);
+    if (!c->client_eof)
+        w->eng->recv_start(w, &c->sock);
+}
+
+static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
+{
+    if (!len)
+        return 0;
+    rl_buf_ref(w, bid);
+    if (rl_outq_push(w, &c->out, bid, off, len)) {
+        rl_buf_unref(w, bid);
+        return -1;
+    }
+    c->resp_started = 1;
+    rl_outq_kick(w, &c->sock, &c->out);
+    return 0;
+}
+
+void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t bid, uint32_t len)
+{
+    const char *data = rl_buf_data(&w->bufs, bid);
+    uint32_t pos = 0;
+    while (pos < len && !c->closed && c->up == u) {
+        if (c->state == C_TUNNEL) {
+            if (forward_to_client(w, c, bid, pos, len - pos))
+                client_close(w, c);
+            break;
+        }
+        llhttp_errno_t err = llhttp_execute(&u->parser, data + pos, len - pos);
+        uint32_t used = len - pos;
+        int done = err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE;
+        if (done) {
+            used = (uint32_t)(llhttp_get_error_pos(&u->parser) - (data + pos));
+        } else if (err == HPE_USER && u->retry_status) {
+            rl_buf_unref(w, bid);
+            return retry_or_fail(w, c, 0, (int)u->parser.status_code, (int)u->parser.status_code);
+        } else if (err != HPE_OK) {
+            rl_buf_unref(w, bid);
+            return retry_or_fail(w, c, RL_RETRY_RESET, 0, 502); /* garbage from upstream */
+        }
+        if (forward_to_client(w, c, bid, pos, used)) {
+            client_close(w, c);
+            break;
+        }
+        pos += used;
+        if (!done)
+            break;
+        int status = (int)u->parser.status_code;
+        if (err == HPE_PAUSED_UPGRADE && status == 101 && c->upgrade) {
+            start_tunnel(w, c, u);
+            continue; /* the rest of this buffer is tunnel data */
+        }
+        if (status >= 100 && status < 200) { /* 100 Continue and friends: the final one follows */
+            llhttp_resume(&u->parser);
+            continue;
+        }
+        response_done(w, c, u, pos == len && llhttp_should_keep_alive(&u->parser));
+        break;
+    }
+    rl_buf_unref(w, bid);
+    if (c->up == u && c->out.count >= PAUSE_AT)
+        rl_http_up_pause(w, u);
+}
+
+static int resp_on_headers_complete(llhttp_t *p)
+{
+    rl_http_up *u = p->data;
+    rl_http_client *c = u->client;
+    int status = p->status_code;
+    if (c && status >= 500 && may_retry(c, 0, status)) {
+        u->retry_status = 1;
+        return HPE_USER;
+    }
+    if (u->method == HTTP_HEAD)
+        return 1; /* no body follows, whatever the headers say */
+    return 0;
+}
+
+static int resp_on_message_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED;
+}
+
+const llhttp_settings_t *rl_http_response_settings(rl_worker *w)
+{
+    if (!w->http_resp_settings) {
+        llhttp_settings_t *s = calloc(1, sizeof(*s));
+        if (s) {
+            llhttp_settings_init(s);
+            s->on_headers_complete = resp_on_headers_complete;
+            s->on_message_complete = resp_on_message_complete;
+        }
+        w->http_resp_settings = s;
+    }
+    return w->http_resp_settings;
+}
+
+/* ---- client socket callbacks ---- */
+
+static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
+{
+    rl_http_client *c = s->owner;
+    rl_worker_lstats(w, c->lc->slot)->rx_bytes += len;
+    feed(w, c, bid, 0, len);
+}
+
+static void on_recv_end(rl_worker *w, rl_sock *s, int err)
+{
+    rl_http_client *c = s->owner;
+    c->client_eof = 1;
+    if (err || c->state == C_IDLE || c->state == C_HEAD)
+        return client_close(w, c);
+    if (c->state == C_BODY)
+        return client_close(w, c); /* body cut short: the upstream must not see a partial request */
+    if (c->state == C_TUNNEL && c->up) { /* half-close: FIN goes on once the queue is sent */
+        c->up->shut_pending = 1;
+        if (!c->up->out.count && !(c->up->sock.flags & RL_S_SENDING))
+            shutdown(c->up->sock.fd, SHUT_WR);
+    }
+}
+
+static void on_sent(rl_worker *w, rl_sock *s, int err)
+{
+    rl_http_client *c = s->owner;
+    if (err)
+        return client_close(w, c);
+    rl_worker_lstats(w, c->lc->slot)->tx_bytes += c->out.count ? c->out.s[c->out.head].len : 0;
+    rl_outq_pop(w, &c->out);
+    rl_outq_kick(w, s, &c->out);
+    if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))
+        return client_close(w, c);
+    if (c->up && c->out.count < PAUSE_AT / 2)
+        rl_http_up_resume(w, c->up);
+}
+
+static void on_connected(rl_worker *w, rl_sock *s, int err)
+{
+    (void)w;
+    (void)s;
+    (void)err;
+}
+
+static const rl_sock_ops client_ops = {
+    .on_recv = on_recv,
+    .on_recv_end = on_recv_end,
+    .on_sent = on_sent,
+    .on_connected = on_connected,
+    .on_released = on_released,
+};
+
+static void client_drain(rl_worker *w, rl_conn_base *b)
+{
+    rl_http_client *c = rl_container_of(b, rl_http_client, base);
+    if (c->state == C_IDLE && !c->in.count)
+        client_close(w, c);
+    else
+        c->keepalive = 0; /* finish this request, then close */
+}
+
+static void client_destroy(rl_worker *w, rl_conn_base *b)
+{
+    rl_http_client *c = rl_container_of(b, rl_http_client, base);
+    (void)w;
+    if (!c->closed)
+        close(c->sock.fd);
+    if (c->head && c->head != w->http_scratch)
+        free(c->head);
+    free(c->headbuf);
+    rl_outq_free(&c->out);
+    rl_outq_free(&c->in);
+    rl_outq_free(&c->retry);
+    free(c);
+}
+
+static const llhttp_settings_t *request_settings(rl_worker *w)
+{
+    if (!w->http_req_settings) {
+        llhttp_settings_t *s = calloc(1, sizeof(*s));
+        if (s)
+            rl_http_head_settings(s);
+        w->http_req_settings = s;
+    }
+    return w->http_req_settings;
+}
 
 void rl_http_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
 {
-    (void)w;
-    (void)lc;
-    close(fd);
+    rl_http_client *c = calloc(1, sizeof(*c));
+    const llhttp_settings_t *settings = request_settings(w);
+    if (!c || !settings) {
+        free(c);
+        close(fd);
+        return;
+    }
+    c->base.drain = client_drain;
+    c->base.destroy = client_destroy;
+    c->sock.fd = fd;
+    c->sock.ops = &client_ops;
+    c->sock.owner = c;
+    c->lc = lc;
+    c->hold = rl_worker_hold_cfg(w);
+    rl_conn_track(w, &c->base, 1);
+    llhttp_init(&c->parser, HTTP_REQUEST, settings);
+    c->parser.data = &c->head;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    strcpy(c->ip, "unknown");
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->ip, sizeof(c->ip));
+        else
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->ip, sizeof(c->ip));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (w->eng->attach(w, &c->sock)) {
+        client_close(w, c);
+        return;
+    }
+    arm(w, c, cfg_of(c)->header_timeout_ms);
+    w->eng->recv_start(w, &c->sock);
 }

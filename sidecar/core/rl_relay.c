@@ -55,6 +55,8 @@ static void relay_close(rl_worker *w, rl_relay *r)
 
 static void relay_free(rl_worker *w, rl_relay *r)
 {
+    rl_outq_free(&r->side[0].out);
+    rl_outq_free(&r->side[1].out);
     rl_conn_untrack(w, &r->base, 1);
     rl_worker_release_cfg(w, r->hold);
     free(r);
@@ -98,7 +100,7 @@ static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
     else
         ls->tx_bytes += len;
     if (rl_outq_push(w, &d->out, bid, 0, len)) {
-        rl_buf_unref(w, bid); /* cannot happen while reads pause at PAUSE_AT < RL_OUTQ_MAX */
+        rl_buf_unref(w, bid); /* out of memory */
         return relay_close(w, r);
     }
     rl_outq_kick(w, &d->sock, &d->out);
@@ -164,6 +166,8 @@ static void relay_destroy(rl_worker *w, rl_conn_base *c)
     for (int i = 0; i < 2; i++)
         if (r->side[i].sock.fd >= 0 && !(r->side[i].sock.flags & RL_S_CLOSED))
             close(r->side[i].sock.fd);
+    rl_outq_free(&r->side[0].out);
+    rl_outq_free(&r->side[1].out);
     free(r);
 }
 

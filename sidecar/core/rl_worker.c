@@ -184,6 +184,11 @@ static void start_drain(rl_worker *w, uint32_t timeout_ms)
         rl_conn_base *c = rl_container_of(n, rl_conn_base, node);
         c->drain(w, c);
     }
+    for (rl_list *n = w->upconns.next, *next; n != &w->upconns; n = next) {
+        next = n->next;
+        rl_conn_base *c = rl_container_of(n, rl_conn_base, node);
+        c->drain(w, c); /* idle pooled connections close now */
+    }
 }
 
 static void destroy_all(rl_worker *w, rl_list *list)
@@ -284,6 +289,9 @@ void *rl_worker_main(void *arg)
     while (!rl_list_empty(&w->holds))
         drop_hold(w, rl_container_of(w->holds.next, rl_cfg_hold, node));
     rl_bufs_fini(&w->bufs);
+    free(w->http_scratch);
+    free(w->http_req_settings);
+    free(w->http_resp_settings);
     atomic_store(&w->exited, 1);
     return NULL;
 }

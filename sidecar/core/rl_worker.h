@@ -49,6 +49,8 @@ struct rl_worker {
     rl_wheel wheel;
     uint64_t now_ms;
     uint32_t rng; /* xorshift state for random balancing and weighted picks */
+    void *http_scratch;             /* rl_http_head for heads parsed in place */
+    void *http_req_settings, *http_resp_settings; /* llhttp callback tables */
 
     rl_cfg *cfg;
     rl_cfg_hold *cur_hold;

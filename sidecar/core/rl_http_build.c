@@ -1,0 +1,148 @@
+/* rl_http_build: bytes the proxy writes itself: the upstream request head (hop-by-hop headers
+ * dropped, rule filters applied, X-Forwarded-For appended) and generated error responses. */
+#include <stdio.h>
+#include <string.h>
+
+#include "rl_http.h"
+
+#define W(p, n)                                                                                    \
+    do {                                                                                           \
+        if (rl_outq_write(w, q, (p), (uint32_t)(n)))                                               \
+            return -1;                                                                             \
+    } while (0)
+#define WS(lit) W(lit, sizeof(lit) - 1)
+
+static int is_hop_by_hop(const char *b, rl_span n)
+{
+    static const char *const names[] = {"connection", "keep-alive", "proxy-connection", "te", "upgrade",
+                                        "x-forwarded-for"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (rl_span_ieq(b, n, names[i], (uint32_t)strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+static int in_list(const char *b, rl_span n, const rl_hdr *list, uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++)
+        if (rl_span_ieq(b, n, list[i].name.p, list[i].name.len))
+            return 1;
+    return 0;
+}
+
+static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq, const rl_rule *r)
+{
+    const char *path = h->base + rq->path.off;
+    uint32_t len = rq->path.len;
+    if (!r->has_rewrite || !len)
+        W(path, len);
+    else {
+        /* The longest PathPrefix match of this rule that the path has is what gets replaced. */
+        uint32_t cut = 0;
+        for (uint32_t i = 0; i < r->nmatches; i++) {
+            uint32_t pl = r->matches[i].path.len;
+            while (pl > 1 && r->matches[i].path.p[pl - 1] == '/')
+                pl--;
+            if (pl == 1 && r->matches[i].path.p[0] == '/')
+                pl = 0;
+            if (pl <= len && pl > cut && memcmp(path, r->matches[i].path.p, pl) == 0 &&
+                (pl == len || path[pl] == '/'))
+                cut = pl;
+        }
+        const rl_str *rp = &r->rewrite_prefix;
+        const char *rest = path + cut;
+        uint32_t rest_len = len - cut;
+        uint32_t plen = rp->len;
+        if (plen && rp->p[plen - 1] == '/' && rest_len && rest[0] == '/')
+            plen--; /* "/" + "/users" must not become "//users" */
+        if (plen)
+            W(rp->p, plen);
+        if (rest_len)
+            W(rest, rest_len);
+        if (!plen && !rest_len)
+            WS("/");
+    }
+    W(h->base + rq->query.off, rq->query.len);
+    return 0;
+}
+
+int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq,
+                          const llhttp_t *p, const rl_rule *r, const char *client_ip)
+{
+    const char *b = h->base;
+    const char *m = llhttp_method_name((llhttp_method_t)rq->method);
+    W(m, strlen(m));
+    WS(" ");
+    if (write_path(w, q, h, rq, r))
+        return -1;
+    WS(" HTTP/1.1\r\n");
+    (void)p;
+    const rl_hdr *set = r->hdr_ops[RL_HDR_SET], *rem = r->hdr_ops[RL_HDR_REMOVE];
+    uint32_t nset = r->nhdr_ops[RL_HDR_SET], nrem = r->nhdr_ops[RL_HDR_REMOVE];
+    int xff_written = 0;
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        rl_span n = h->headers[i][0], v = h->headers[i][1];
+        if (rl_span_ieq(b, n, "x-forwarded-for", 15)) {
+            WS("X-Forwarded-For: ");
+            W(b + v.off, v.len);
+            WS(", ");
+            W(client_ip, strlen(client_ip));
+            WS("\r\n");
+            xff_written = 1;
+            continue;
+        }
+        if (is_hop_by_hop(b, n) && !(rq->upgrade && rl_span_ieq(b, n, "upgrade", 7)))
+            continue;
+        if (in_list(b, n, set, nset) || in_list(b, n, rem, nrem))
+            continue;
+        W(b + n.off, n.len);
+        WS(": ");
+        W(b + v.off, v.len);
+        WS("\r\n");
+    }
+    for (int op = RL_HDR_SET; op <= RL_HDR_ADD; op++)
+        for (uint32_t i = 0; i < r->nhdr_ops[op]; i++) {
+            const rl_hdr *hd = &r->hdr_ops[op][i];
+            W(hd->name.p, hd->name.len);
+            WS(": ");
+            W(hd->value.p, hd->value.len);
+            WS("\r\n");
+        }
+    if (!xff_written) {
+        WS("X-Forwarded-For: ");
+        W(client_ip, strlen(client_ip));
+        WS("\r\n");
+    }
+    if (rq->upgrade)
+        WS("Connection: upgrade\r\n");
+    WS("\r\n");
+    return 0;
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+    }
+}
+
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close)
+{
+    char buf[256];
+    const char *why = reason(status);
+    int body = (int)strlen(why) + 1;
+    int n = snprintf(buf, sizeof(buf),
+                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+                     "server: ringlane\r\n%s\r\n%s\n",
+                     status, why, body, close ? "connection: close\r\n" : "", why);
+    W(buf, n);
+    return 0;
+}

@@ -1,0 +1,216 @@
+/* rl_http_head: request-head spans recorded from llhttp callbacks, request facts, and route
+ * matching with Gateway API precedence. No I/O here. */
+#include <string.h>
+#include <strings.h>
+
+#include "rl_http.h"
+
+static rl_http_head *head_of(llhttp_t *p) { return *(rl_http_head **)p->data; }
+
+/* llhttp may report one token in several pieces: they are contiguous from base, so extend. */
+static void extend(rl_span *s, const rl_http_head *h, const char *at, size_t len)
+{
+    uint32_t off = (uint32_t)(at - h->base);
+    if (!s->len)
+        s->off = off;
+    s->len = off + (uint32_t)len - s->off;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_head *h = head_of(p);
+    extend(&h->url, h, at, len);
+    return 0;
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_head *h = head_of(p);
+    extend(&h->field, h, at, len);
+    return 0;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_head *h = head_of(p);
+    extend(&h->value, h, at, len);
+    h->in_value = 1;
+    return 0;
+}
+
+static int on_value_complete(llhttp_t *p)
+{
+    rl_http_head *h = head_of(p);
+    if (h->nheaders >= h->max_headers)
+        return HPE_USER; /* reported as 431 */
+    h->headers[h->nheaders][0] = h->field;
+    h->headers[h->nheaders][1] = h->value;
+    h->nheaders++;
+    memset(&h->field, 0, sizeof(h->field));
+    memset(&h->value, 0, sizeof(h->value));
+    h->in_value = 0;
+    return 0;
+}
+
+/* An empty header value never calls on_header_value: complete it when the field completes. */
+static int on_field_complete(llhttp_t *p)
+{
+    head_of(p)->in_value = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED; /* hand control back: the body is routed after the head */
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED; /* the next pipelined request waits for this response */
+}
+
+void rl_http_head_settings(llhttp_settings_t *s)
+{
+    llhttp_settings_init(s);
+    s->on_url = on_url;
+    s->on_header_field = on_field;
+    s->on_header_value = on_value;
+    s->on_header_field_complete = on_field_complete;
+    s->on_header_value_complete = on_value_complete;
+    s->on_headers_complete = on_headers_complete;
+    s->on_message_complete = on_message_complete;
+}
+
+int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n)
+{
+    return s.len == n && strncasecmp(base + s.off, lit, n) == 0;
+}
+
+void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->method = llhttp_get_method((llhttp_t *)p);
+    const char *b = h->base;
+    rl_span url = h->url;
+    /* absolute-form (http://host/path): take the path part */
+    if (url.len > 7 && b[url.off] != '/') {
+        const char *u = b + url.off, *e = u + url.len, *s = memchr(u, '/', (size_t)(e - u));
+        if (s && s + 1 < e && s[1] == '/') {
+            const char *slash = memchr(s + 2, '/', (size_t)(e - s - 2));
+            url.off = slash ? (uint32_t)(slash - b) : url.off + url.len;
+            url.len = slash ? (uint32_t)(e - slash) : 0;
+        }
+    }
+    const char *q = memchr(b + url.off, '?', url.len);
+    rq->path.off = url.off;
+    rq->path.len = q ? (uint32_t)(q - (b + url.off)) : url.len;
+    rq->query.off = rq->path.off + rq->path.len;
+    rq->query.len = url.len - rq->path.len;
+    for (uint32_t i = 0; i < h->nheaders; i++) {
+        rl_span name = h->headers[i][0], value = h->headers[i][1];
+        if (!rq->host.len && rl_span_ieq(b, name, "host", 4)) {
+            rq->host = value;
+            const char *v = b + value.off;
+            if (value.len && v[0] == '[') { /* [v6]:port */
+                const char *rb = memchr(v, ']', value.len);
+                rq->host.len = rb ? (uint32_t)(rb - v + 1) : value.len;
+            } else {
+                const char *colon = memchr(v, ':', value.len);
+                if (colon)
+                    rq->host.len = (uint32_t)(colon - v);
+            }
+        } else if (rl_span_ieq(b, name, "upgrade", 7)) {
+            rq->upgrade = 1;
+        }
+    }
+    rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
+    rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
+    rq->keepalive = llhttp_should_keep_alive(p);
+    int m = rq->method;
+    rq->idempotent = m == HTTP_GET || m == HTTP_HEAD || m == HTTP_OPTIONS || m == HTTP_PUT ||
+                     m == HTTP_DELETE || m == HTTP_TRACE;
+}
+
+static int host_matches(const rl_rule *r, const char *b, rl_span host)
+{
+    if (!r->nhostnames)
+        return 1;
+    for (uint32_t i = 0; i < r->nhostnames; i++) {
+        const rl_str *hn = &r->hostnames[i];
+        if (hn->len > 2 && hn->p[0] == '*' && hn->p[1] == '.') {
+            uint32_t sl = hn->len - 1; /* ".example.com" */
+            if (host.len > sl && strncasecmp(b + host.off + host.len - sl, hn->p + 1, sl) == 0)
+                return 1;
+        } else if (host.len == hn->len && strncasecmp(b + host.off, hn->p, hn->len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* PathPrefix matches whole segments: /api matches /api, /api/ and /api/x, never /apix. */
+static int path_matches(const rl_match *m, const char *path, uint32_t len)
+{
+    uint32_t pl = m->path.len;
+    if (m->path_type == RL_PATH_EXACT)
+        return len == pl && memcmp(path, m->path.p, pl) == 0;
+    while (pl > 1 && m->path.p[pl - 1] == '/')
+        pl--;
+    if (pl == 1 && m->path.p[0] == '/')
+        return 1;
+    return len >= pl && memcmp(path, m->path.p, pl) == 0 && (len == pl || path[pl] == '/');
+}
+
+static int headers_match(const rl_match *m, const rl_http_head *h)
+{
+    for (uint32_t i = 0; i < m->nheaders; i++) {
+        const rl_hdr *want = &m->headers[i];
+        int found = 0;
+        for (uint32_t k = 0; k < h->nheaders && !found; k++) {
+            if (rl_span_ieq(h->base, h->headers[k][0], want->name.p, want->name.len)) {
+                rl_span v = h->headers[k][1];
+                found = v.len == want->value.len && memcmp(h->base + v.off, want->value.p, v.len) == 0;
+                if (!found)
+                    break; /* the first occurrence decides */
+            }
+        }
+        if (!found)
+            return 0;
+    }
+    return 1;
+}
+
+/* Gateway API precedence: exact path, then longest prefix, then method, then most header
+ * matches, then config order. */
+static uint64_t match_score(const rl_match *m)
+{
+    return ((uint64_t)(m->path_type == RL_PATH_EXACT) << 40) | ((uint64_t)(m->path.len & 0xfffff) << 20) |
+           ((uint64_t)(m->method >= 0) << 16) | (m->nheaders & 0xffff);
+}
+
+const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h,
+                             const rl_http_req *rq)
+{
+    const rl_rule *best = NULL;
+    uint64_t best_score = 0;
+    const char *path = h->base + rq->path.off;
+    for (uint32_t i = 0; i < lc->nrules; i++) {
+        const rl_rule *r = &cfg->rules[lc->rules[i]];
+        if (!host_matches(r, h->base, rq->host))
+            continue;
+        for (uint32_t k = 0; k < r->nmatches; k++) {
+            const rl_match *m = &r->matches[k];
+            if ((m->method >= 0 && m->method != rq->method) || !path_matches(m, path, rq->path.len) ||
+                !headers_match(m, h))
+                continue;
+            uint64_t score = match_score(m) + 1;
+            if (score > best_score) {
+                best = r;
+                best_score = score;
+            }
+        }
+    }
+    return best;
+}

@@ -1,0 +1,227 @@
+/* rl_http_up: upstream connections and the per-worker keep-alive pool of each cluster. A
+ * connection serves one client request at a time; afterwards it goes back to its pool
+ * (most recently used first) or is closed. Idle pooled connections keep a recv armed so a
+ * close by the upstream is noticed at once. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rl_http.h"
+
+static const rl_sock_ops up_ops;
+static void up_drain(rl_worker *w, rl_conn_base *b);
+static void up_destroy(rl_worker *w, rl_conn_base *b);
+
+static void up_close(rl_worker *w, rl_http_up *u)
+{
+    if (u->closed)
+        return;
+    u->closed = 1;
+    rl_timer_cancel(&w->wheel, &u->timer);
+    if (u->state == U_IDLE) {
+        rl_list_unlink(&u->pool_node);
+        u->pool->nidle--;
+        w->totals.upstream_conns_idle--;
+    }
+    u->client = NULL;
+    rl_outq_clear(w, &u->out);
+    w->eng->close(w, &u->sock);
+}
+
+static void on_released(rl_worker *w, rl_sock *s)
+{
+    rl_http_up *u = s->owner;
+    u->pool->nopen--;
+    w->totals.upstream_conns_active--;
+    rl_conn_untrack(w, &u->base, 0);
+    rl_outq_free(&u->out);
+    free(u);
+}
+
+static void on_idle_timeout(rl_worker *w, rl_timer *t)
+{
+    up_close(w, rl_container_of(t, rl_http_up, timer));
+}
+
+void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
+{
+    u->client = NULL;
+    if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY)
+        return up_close(w, u);
+    u->state = U_IDLE;
+    rl_list_unlink(&u->pool_node);
+    /* Most recently used first: it is the one most likely still open upstream. */
+    u->pool_node.next = u->pool->idle.next;
+    u->pool_node.prev = &u->pool->idle;
+    u->pool->idle.next->prev = &u->pool_node;
+    u->pool->idle.next = &u->pool_node;
+    u->pool->nidle++;
+    w->totals.upstream_conns_idle++;
+    rl_timer_set(&w->wheel, &u->timer, w->now_ms + u->idle_ms, on_idle_timeout);
+    w->eng->recv_start(w, &u->sock); /* notice an upstream close while idle */
+}
+
+rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl, const rl_endpoint *ep,
+                           int *status)
+{
+    rl_pool *pool = rl_worker_pool(w, cl->slot);
+    const llhttp_settings_t *settings = rl_http_response_settings(w);
+    if (!pool || !settings) {
+        *status = 503;
+        return NULL;
+    }
+    for (rl_list *n = pool->idle.next; n != &pool->idle; n = n->next) {
+        rl_http_up *u = rl_container_of(n, rl_http_up, pool_node);
+        if (!rl_addr_equal(&u->addr, u->addrlen, &ep->addr, ep->addrlen))
+            continue;
+        rl_list_unlink(&u->pool_node);
+        pool->nidle--;
+        w->totals.upstream_conns_idle--;
+        rl_timer_cancel(&w->wheel, &u->timer);
+        u->state = U_BUSY;
+        u->client = c;
+        u->idle_ms = cl->idle_timeout_ms;
+        llhttp_init(&u->parser, HTTP_RESPONSE, settings);
+        u->parser.data = u;
+        return u;
+    }
+    if (pool->nopen >= cl->max_conns) {
+        *status = 503;
+        return NULL;
+    }
+    rl_http_up *u = calloc(1, sizeof(*u));
+    if (u) {
+        u->base.drain = up_drain;
+        u->base.destroy = up_destroy;
+    }
+    int fd = u ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (fd < 0) {
+        free(u);
+        *status = 503;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    u->sock.fd = fd;
+    u->sock.ops = &up_ops;
+    u->sock.owner = u;
+    u->pool = pool;
+    u->client = c;
+    u->addr = ep->addr;
+    u->addrlen = ep->addrlen;
+    u->cluster_slot = cl->slot;
+    u->idle_ms = cl->idle_timeout_ms;
+    u->state = U_CONNECTING;
+    rl_list_init(&u->pool_node);
+    llhttp_init(&u->parser, HTTP_RESPONSE, settings);
+    u->parser.data = u;
+    pool->nopen++;
+    w->totals.upstream_conns_active++;
+    rl_conn_track(w, &u->base, 0);
+    rl_worker_cstats(w, cl->slot)->connections_opened++;
+    if (w->eng->attach(w, &u->sock)) {
+        up_close(w, u);
+        *status = 503;
+        return NULL;
+    }
+    w->eng->connect(w, &u->sock, (const struct sockaddr *)&u->addr, u->addrlen, cl->connect_timeout_ms);
+    return u;
+}
+
+rl_outq *rl_http_up_outq(rl_http_up *u) { return &u->out; }
+
+void rl_http_up_set_method(rl_http_up *u, int method) { u->method = (uint8_t)method; }
+
+void rl_http_up_send(rl_worker *w, rl_http_up *u)
+{
+    if (u->state == U_BUSY)
+        rl_outq_kick(w, &u->sock, &u->out);
+}
+
+void rl_http_up_resume(rl_worker *w, rl_http_up *u)
+{
+    if (!(u->sock.flags & RL_S_RECV_ON) && !u->closed)
+        w->eng->recv_start(w, &u->sock);
+}
+
+void rl_http_up_pause(rl_worker *w, rl_http_up *u) { w->eng->recv_stop(w, &u->sock); }
+
+static void on_connected(rl_worker *w, rl_sock *s, int err)
+{
+    rl_http_up *u = s->owner;
+    rl_http_client *c = u->client;
+    if (err) {
+        up_close(w, u);
+        if (c)
+            rl_http_on_up_connected(w, c, err);
+        return;
+    }
+    u->state = U_BUSY;
+    w->eng->recv_start(w, s);
+    rl_outq_kick(w, s, &u->out);
+}
+
+static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
+{
+    rl_http_up *u = s->owner;
+    if (u->client)
+        return rl_http_on_up_data(w, u->client, u, bid, len);
+    /* Bytes from an idle upstream are a protocol error: drop the connection. */
+    rl_buf_unref(w, bid);
+    up_close(w, u);
+}
+
+static void on_recv_end(rl_worker *w, rl_sock *s, int err)
+{
+    rl_http_up *u = s->owner;
+    rl_http_client *c = u->client;
+    if (c)
+        rl_http_on_up_end(w, c, u, err);
+    up_close(w, u);
+}
+
+static void on_sent(rl_worker *w, rl_sock *s, int err)
+{
+    rl_http_up *u = s->owner;
+    rl_http_client *c = u->client;
+    if (err) {
+        if (c)
+            rl_http_on_up_end(w, c, u, err);
+        return up_close(w, u);
+    }
+    rl_outq_pop(w, &u->out);
+    rl_outq_kick(w, s, &u->out);
+    if (u->shut_pending && !u->out.count && !(s->flags & RL_S_SENDING))
+        shutdown(s->fd, SHUT_WR);
+    if (c)
+        rl_http_on_up_sent(w, c, u);
+}
+
+static void up_drain(rl_worker *w, rl_conn_base *b)
+{
+    rl_http_up *u = rl_container_of(b, rl_http_up, base);
+    if (u->state == U_IDLE)
+        up_close(w, u);
+}
+
+static void up_destroy(rl_worker *w, rl_conn_base *b)
+{
+    rl_http_up *u = rl_container_of(b, rl_http_up, base);
+    (void)w;
+    if (!u->closed)
+        close(u->sock.fd);
+    rl_outq_free(&u->out);
+    free(u);
+}
+
+static const rl_sock_ops up_ops = {
+    .on_recv = on_recv,
+    .on_recv_end = on_recv_end,
+    .on_sent = on_sent,
+    .on_connected = on_connected,
+    .on_released = on_released,
+};

@@ -1,0 +1,146 @@
+"""The C proxy core as a Python object: start workers, apply configs, drain, read stats."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+from ringlane_sidecar.compile import Slots, compile_config, split_rule_key
+from ringlane_sidecar.config.model import Config
+
+ENGINES = {"io_uring": 1, "epoll": 2}
+CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class CoreError(Exception):
+    """The core could not start or refused a config; the message says why."""
+
+
+def _ffi():  # type: ignore[no-untyped-def]
+    from ringlane_sidecar._core import ffi, lib
+
+    return ffi, lib
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs of this process's cpuset (what kubelet's static CPU manager gave the container)."""
+    return sorted(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class WorkerTotals:
+    uring_submits: int
+    uring_enters: int
+    uring_buf_exhausted: int
+    epoll_waits: int
+    loop_turns: int
+    config_generation: int
+    conns_active: int
+
+
+class Core:
+    def __init__(self, engine: str, cpus: list[int | None], buf_size: int = 16384,
+                 recv_bufs: int = 1024, tx_bufs: int = 512) -> None:
+        ffi, lib = _ffi()
+        self._ffi, self._lib = ffi, lib
+        if engine not in ENGINES:
+            raise CoreError(f"unknown engine {engine!r} (io_uring or epoll)")
+        opts = ffi.new("rl_core_opts *")
+        opts.engine = ENGINES[engine]
+        opts.nworkers = len(cpus)
+        for i, cpu in enumerate(cpus):
+            opts.cpus[i] = -1 if cpu is None else cpu
+        opts.buf_size, opts.nrecv_bufs, opts.ntx_bufs = buf_size, recv_bufs, tx_bufs
+        err = ffi.new("char[256]")
+        self._core = lib.rl_core_new(opts, err, 256)
+        if self._core == ffi.NULL:
+            raise CoreError(ffi.string(err).decode(errors="replace"))
+        self.engine = engine
+        self.cpus = list(cpus)
+        self.slots = Slots.new(lib.RL_MAX_SLOTS)
+
+    def apply(self, cfg: Config) -> None:
+        """Publish a config to every worker; raises CoreError (old config stays) on failure."""
+        ffi, lib = self._ffi, self._lib
+        c = compile_config(cfg, self.slots, ffi, lib)
+        err = ffi.new("char[256]")
+        if lib.rl_core_apply(self._core, c, err, 256) != 0:
+            raise CoreError(ffi.string(err).decode(errors="replace"))
+
+    def served_generation(self) -> int:
+        return int(self._lib.rl_core_served_generation(self._core))
+
+    def drain(self, timeout_ms: int) -> None:
+        self._lib.rl_core_drain(self._core, timeout_ms)
+
+    def running_workers(self) -> int:
+        return int(self._lib.rl_core_running(self._core))
+
+    def close(self) -> None:
+        if self._core is not None:
+            self._lib.rl_core_free(self._core)
+            self._core = None
+
+    def __enter__(self) -> "Core":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- stats (summed over workers) ----
+    def workers(self) -> range:
+        return range(len(self.cpus))
+
+    def totals(self) -> Iterator[WorkerTotals]:
+        ffi, lib = self._ffi, self._lib
+        out = ffi.new("rl_worker_totals *")
+        for i in self.workers():
+            lib.rl_core_read_totals(self._core, i, out)
+            yield WorkerTotals(out.uring_submits, out.uring_enters, out.uring_buf_exhausted,
+                               out.epoll_waits, out.loop_turns, out.config_generation, out.conns_active)
+
+    def listener_stats(self) -> dict[str, dict[str, int]]:
+        ffi, lib = self._ffi, self._lib
+        out = ffi.new("rl_listener_stats *")
+        result: dict[str, dict[str, int]] = {}
+        for slot, name in self.slots.listeners.names().items():
+            acc = {"conns_opened": 0, "conns_closed": 0, "rx_bytes": 0, "tx_bytes": 0}
+            for i in self.workers():
+                if lib.rl_core_read_listener(self._core, i, slot, out) == 0:
+                    for k in acc:
+                        acc[k] += getattr(out, k)
+            result[name] = acc
+        return result
+
+    def rule_stats(self) -> dict[tuple[str, str], dict[str, object]]:
+        """Per (listener, route); route "" holds requests that matched no rule."""
+        ffi, lib = self._ffi, self._lib
+        out = ffi.new("rl_rule_stats *")
+        result: dict[tuple[str, str], dict[str, object]] = {}
+        for slot, name in self.slots.rules.names().items():
+            codes = [0] * 5
+            buckets = [0] * lib.RL_HIST_BUCKETS
+            total_ns = 0
+            for i in self.workers():
+                if lib.rl_core_read_rule(self._core, i, slot, out) == 0:
+                    for k in range(5):
+                        codes[k] += out.requests[k]
+                    for k in range(lib.RL_HIST_BUCKETS):
+                        buckets[k] += out.duration_buckets[k]
+                    total_ns += out.duration_sum_ns
+            result[split_rule_key(name)] = {"codes": dict(zip(CODE_CLASSES, codes)), "buckets": buckets,
+                                            "sum_ns": total_ns}
+        return result
+
+    def cluster_stats(self) -> dict[str, dict[str, int]]:
+        ffi, lib = self._ffi, self._lib
+        out = ffi.new("rl_cluster_stats *")
+        result: dict[str, dict[str, int]] = {}
+        for slot, name in self.slots.clusters.names().items():
+            acc = {"requests": 0, "connect_errors": 0, "connections_opened": 0}
+            for i in self.workers():
+                if lib.rl_core_read_cluster(self._core, i, slot, out) == 0:
+                    for k in acc:
+                        acc[k] += getattr(out, k)
+            result[name] = acc
+        return result
