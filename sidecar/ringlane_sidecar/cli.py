@@ -15,6 +15,7 @@ are also useful on their own to validate configs and inspect a node."""
 
 EPILOG = """\
 examples:
+  ringlane-sidecar run --config examples/http-minimal.yaml --engine auto
   ringlane-sidecar check --config examples/http-minimal.yaml
   ringlane-sidecar probe
 exit codes: 0 ok, 2 invalid input (every problem is printed, one per line), 70 internal error"""
@@ -29,6 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run",
+        help="run the sidecar proxy (what the injected container runs)",
+        description="Validate the config, start one pinned worker per CPU, serve the admin port "
+        "(/metrics /healthz /ready /config, POST /drain), reload the config when it changes, and "
+        "drain on SIGTERM or SIGINT (a second signal exits at once). Logs are JSON lines on stderr.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="engine: auto tries io_uring and falls back to epoll when it is blocked (seccomp,\n"
+        "kernel.io_uring_disabled, missing features), saying why; io_uring fails instead of falling back.",
+    )
+    run.add_argument("--config", metavar="FILE", help="config file (JSON or YAML); reloaded when it changes")
+    run.add_argument("--engine", choices=("auto", "io_uring", "epoll"), help="overrides the config's engine.kind")
+    run.add_argument("--workers", type=positive_int, metavar="N", help="worker threads (default: one per CPU)")
+    run.add_argument("--cpus", type=cpu_list, metavar="LIST", help="CPUs to use, e.g. 2,3 or 0-3 (default: the cpuset)")
+    run.add_argument("--admin", metavar="ADDR", help="admin address (default from the config: 0.0.0.0:9901)")
+    run.add_argument("--configmap", metavar="NS/NAME", help="watch this ConfigMap through the API (in Kubernetes)")
+    run.add_argument("--configmap-key", default="config.json", metavar="KEY", help="key of the ConfigMap (default config.json)")
+    run.add_argument("--pod-labels", metavar="FILE", help="downward-API labels file: serve only rules whose selector matches")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
 
     check = sub.add_parser(
         "check",
@@ -48,6 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return n
+
+
+def cpu_list(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3] (the kernel's cpuset list format)."""
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid CPU list {text!r} (use e.g. 1 or 0,2-3)") from None
+    if not cpus:
+        raise argparse.ArgumentTypeError("empty CPU list")
+    return cpus
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ringlane_sidecar.agent import RunOptions, run
+
+    if not args.config and not args.configmap:
+        print("ringlane-sidecar run: give --config FILE or --configmap NS/NAME", file=sys.stderr)
+        return 2
+    return run(RunOptions(config=args.config, engine=args.engine, workers=args.workers, cpus=args.cpus,
+                          admin=args.admin, configmap=args.configmap, configmap_key=args.configmap_key,
+                          pod_labels=args.pod_labels, log_level=args.log_level))
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ringlane_sidecar.check import run_check
 
@@ -61,7 +117,7 @@ def cmd_probe(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "probe": cmd_probe}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

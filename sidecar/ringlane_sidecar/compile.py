@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ringlane_sidecar.config.model import Config, Rule
+from ringlane_sidecar.config import Config, Rule
 
 LB = {"round-robin": 0, "least-request": 1, "random": 2}
 PROTO = {"http": 0, "tcp": 1}

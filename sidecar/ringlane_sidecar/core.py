@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ringlane_sidecar.compile import Slots, compile_config, split_rule_key
-from ringlane_sidecar.config.model import Config
+from ringlane_sidecar.config import Config
 
 ENGINES = {"io_uring": 1, "epoll": 2}
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")

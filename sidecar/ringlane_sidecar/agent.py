@@ -1,0 +1,275 @@
+"""`ringlane-sidecar run`: the process in the pod.
+
+Loads and validates the config, picks the engine (auto falls back to epoll when io_uring is
+blocked), starts the pinned workers, serves the admin port, reloads on change (an invalid
+config never replaces a good one), and drains on SIGTERM/SIGINT (a second signal exits now).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from ringlane_sidecar.admin import json_body, start_admin
+from ringlane_sidecar.compile import CompileError
+from ringlane_sidecar.config import Config, ConfigError, config_hash, load_config, parse_config, select_for_pod
+from ringlane_sidecar.config.addresses import parse_address
+from ringlane_sidecar.config.decode import decode_document
+from ringlane_sidecar.core import Core, CoreError, allowed_cpus
+from ringlane_sidecar.logs import JsonLog
+from ringlane_sidecar.metrics import AgentState, CoreCollector
+from ringlane_sidecar.probe import ProbeReport, choose_engine, run_probe
+from ringlane_sidecar.sources import read_labels, watch_configmap, watch_file
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+@dataclass
+class RunOptions:
+    config: str | None = None
+    engine: str | None = None  # overrides the config's engine.kind
+    workers: int | None = None
+    cpus: list[int] | None = None
+    admin: str | None = None
+    configmap: str | None = None  # NAMESPACE/NAME
+    configmap_key: str = "config.json"
+    pod_labels: str | None = None
+    log_level: str = "info"
+
+
+class StartError(Exception):
+    """The sidecar cannot start; the message says why."""
+
+
+def worker_cpus(cfg: Config, opts: RunOptions) -> list[int | None]:
+    """One worker per CPU of the cpuset (or --cpus), pinned unless engine.pin is false."""
+    cpus = opts.cpus or allowed_cpus()
+    want = opts.workers or (cfg.engine.workers if cfg.engine.workers != "auto" else len(cpus))
+    chosen = [cpus[i % len(cpus)] for i in range(want)]
+    return [c if cfg.engine.pin else None for c in chosen]
+
+
+@dataclass
+class Agent:
+    opts: RunOptions
+    log: JsonLog
+    core: Core | None = None
+    state: AgentState | None = None
+    cfg: Config | None = None
+    labels: dict[str, str] | None = None
+    hash: str = ""
+    draining: bool = False
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    signals: int = 0
+    probe: ProbeReport | None = None
+
+    # ---- start-up ----
+    def initial_config(self) -> Config:
+        if self.opts.config and (os.path.exists(self.opts.config) or not self.opts.configmap):
+            return load_config(self.opts.config)
+        return Config()  # waiting for the ConfigMap: serve nothing until it arrives
+
+    def start_core(self, cfg: Config) -> Core:
+        requested = self.opts.engine or cfg.engine.kind
+        cpus = worker_cpus(cfg, self.opts)
+        self.probe = run_probe()
+        kernel = self.probe.kernel
+        if requested == "auto":
+            engine, reason = choose_engine(self.probe.io_uring_usable, self.probe.setup_error, self.probe.features)
+        else:
+            engine, reason = requested, "requested"
+            if engine == "io_uring" and not self.probe.io_uring_usable:
+                raise StartError(f"--engine io_uring: io_uring unusable here ({self.probe.setup_error})")
+        try:
+            core = Core(engine, cpus)
+        except CoreError as exc:
+            if requested != "auto" or engine == "epoll":
+                raise StartError(f"{engine} engine failed to start: {exc}") from exc
+            reason = f"io_uring failed to start ({exc})"
+            engine = "epoll"
+            core = Core(engine, cpus)
+        self.state = AgentState(engine, kernel, reason)
+        self.log.info("engine chosen", engine=engine, reason=reason, kernel=kernel, workers=len(cpus),
+                      cpus=cpus)
+        return core
+
+    # ---- config changes ----
+    def apply(self, cfg: Config) -> bool:
+        assert self.core is not None and self.state is not None
+        selected = select_for_pod(cfg, self.labels) if self.labels is not None else cfg
+        h = config_hash(selected)
+        if h == self.hash:
+            return True
+        try:
+            self.core.apply(selected)
+        except (CoreError, CompileError) as exc:
+            self.reload_failed([str(exc)], cfg.generation)
+            return False
+        if self.cfg is not None and (cfg.engine != self.cfg.engine or cfg.admin != self.cfg.admin):
+            self.log.warning("engine and admin settings change only on restart", generation=cfg.generation)
+        self.cfg, self.hash = cfg, h
+        self.state.generation = cfg.generation
+        self.state.reloads["success"] += 1
+        self.log.info("config applied", generation=cfg.generation, hash=h[:12],
+                      listeners=[lst.name for lst in selected.listeners])
+        return True
+
+    def reload_failed(self, errors: list[str], generation: int | None = None) -> None:
+        assert self.state is not None
+        self.state.reloads["error"] += 1
+        for e in errors:
+            self.log.error("config rejected, still serving the previous one", error=e,
+                           generation=generation, serving=self.state.generation)
+
+    def reload_file(self) -> None:
+        assert self.opts.config is not None
+        try:
+            cfg = load_config(self.opts.config)
+        except ConfigError as exc:
+            return self.reload_failed(exc.errors)
+        self.apply(cfg)
+
+    def reload_text(self, text: str | None) -> None:
+        if text is None:
+            self.log.warning("routes ConfigMap or key missing: keeping the current config")
+            return
+        try:
+            cfg = parse_config(decode_document(text))
+        except ConfigError as exc:
+            return self.reload_failed(exc.errors)
+        self.apply(cfg)
+
+    # ---- admin ----
+    def ready(self) -> bool:
+        return (self.core is not None and not self.draining and self.state is not None
+                and self.state.reloads["success"] > 0 and self.core.served_generation() == self.state.generation)
+
+    def config_view(self) -> dict[str, object]:
+        assert self.core is not None and self.state is not None
+        return {
+            "generation": self.state.generation,
+            "served_generation": self.core.served_generation(),
+            "hash": self.hash,
+            "engine": self.state.engine,
+            "engine_reason": self.state.reason,
+            "kernel": self.state.kernel,
+            "workers": len(self.core.cpus),
+            "cpus": self.core.cpus,
+            "allowed_cpus": allowed_cpus(),
+            "listeners": [lst.name for lst in (self.cfg.listeners if self.cfg else ())],
+            "draining": self.draining,
+        }
+
+    async def handle(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics" and method == "GET":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path == "/healthz" and method == "GET":
+            return 200, "text/plain", b"ok\n"
+        if path == "/ready" and method == "GET":
+            ok = self.ready()
+            return (200 if ok else 503), "text/plain", b"ready\n" if ok else b"not ready\n"
+        if path == "/config" and method == "GET":
+            return 200, "application/json", json_body(self.config_view())
+        if path == "/drain":
+            if method != "POST":
+                return 405, "text/plain", b"use POST\n"
+            self.begin_drain("admin /drain")
+            return 202, "text/plain", b"draining\n"
+        return 404, "text/plain", b"not found\n"
+
+    # ---- drain and signals ----
+    def begin_drain(self, why: str) -> None:
+        if self.draining or self.core is None or self.cfg is None:
+            return
+        self.draining = True
+        timeout = self.cfg.limits.drain_timeout_ms
+        self.log.info("draining", reason=why, timeout_ms=timeout)
+        self.core.drain(timeout)
+        asyncio.get_running_loop().create_task(self._wait_drained(timeout))
+
+    async def _wait_drained(self, timeout_ms: int) -> None:
+        assert self.core is not None
+        deadline = time.monotonic() + timeout_ms / 1000 + 1.0
+        while self.core.running_workers() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # polling a C counter with a deadline
+        self.log.info("drained", workers_left=self.core.running_workers())
+        self.drained.set()
+
+    def on_signal(self, signame: str) -> None:
+        self.signals += 1
+        if self.signals > 1:
+            self.log.warning("second signal: exiting now", signal=signame)
+            os._exit(EXIT_FAILED)
+        self.log.info("signal received", signal=signame)
+        self.begin_drain(signame)
+        self.stop.set()
+
+    # ---- main ----
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            cfg = self.initial_config()
+        except ConfigError as exc:
+            for e in exc.errors:
+                self.log.error("invalid config", error=e, file=self.opts.config)
+            return EXIT_INVALID
+        if self.opts.pod_labels:
+            self.labels = read_labels(self.opts.pod_labels)
+        try:
+            self.core = self.start_core(cfg)
+        except (StartError, CoreError) as exc:
+            self.log.error("cannot start", error=str(exc))
+            return EXIT_FAILED
+        assert self.state is not None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(CoreCollector(lambda: self.core, self.state))
+        if not self.apply(cfg):
+            self.core.close()
+            return EXIT_FAILED
+        host, port = parse_address(self.opts.admin or cfg.admin.address)
+        try:
+            server = await start_admin(host, port, self.handle)
+        except OSError as exc:
+            self.log.error("cannot serve the admin port", address=f"{host}:{port}", error=str(exc))
+            self.core.close()
+            return EXIT_FAILED
+        self.log.info("started", admin=f"{host}:{port}", generation=cfg.generation, pid=os.getpid())
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_signal, sig.name)
+        tasks = []
+        if self.opts.config:
+            tasks.append(loop.create_task(watch_file(self.opts.config, self.reload_file)))
+        stop_watch = threading.Event()
+        if self.opts.configmap:
+            ns, _, name = self.opts.configmap.partition("/")
+            watch_configmap(ns, name, self.opts.configmap_key,
+                            lambda text: loop.call_soon_threadsafe(self.reload_text, text),
+                            stop_watch, lambda msg, **f: loop.call_soon_threadsafe(lambda: self.log.warning(msg, **f)))
+        await self.stop.wait()
+        await self.drained.wait()
+        stop_watch.set()
+        for t in tasks:
+            t.cancel()
+        server.close()
+        self.core.close()
+        self.core = None
+        self.log.info("exit", code=EXIT_OK)
+        return EXIT_OK
+
+
+def run(opts: RunOptions) -> int:
+    import uvloop
+
+    log = JsonLog(opts.log_level)
+    return uvloop.run(_main(opts, log))
+
+
+async def _main(opts: RunOptions, log: JsonLog) -> int:
+    return await Agent(opts, log).run()
