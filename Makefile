@@ -11,7 +11,7 @@ CORE_SRC := $(wildcard sidecar/core/*.c sidecar/core/*.h) sidecar/build_core.py
 # Debian packages: C build (liburing, llhttp), test peers (nginx, HAProxy, curl, wrk),
 # tracing and confinement tools (strace, libseccomp, runc).
 APT_PACKAGES := gcc make pkg-config liburing-dev node-llhttp libseccomp-dev \
-                nginx-light haproxy curl wrk strace runc
+                nginx-light haproxy curl wrk strace runc prometheus clang-14 libclang-rt-14-dev
 
 .PHONY: help setup apt test unit integration e2e demo bench bench-quick clean
 
@@ -42,6 +42,8 @@ $(VENV)/.core: $(CORE_SRC) | $(VENV)/.deps
 
 test: setup
 	$(PYTEST) -q -m "not e2e"
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+	$(MAKE) --no-print-directory asan
 	$(MAKE) --no-print-directory e2e
 
 unit: setup
@@ -64,3 +66,34 @@ bench-quick: setup
 
 clean:
 	rm -rf build sidecar/ringlane_sidecar/_core*.so sidecar/ringlane_sidecar/_core.c *.egg-info
+
+# libFuzzer target for the request path (clang, ASan + UBSan). FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 30
+FUZZ_BIN := build/fuzz/rl_fuzz_request
+FUZZ_SRC := sidecar/core/fuzz/rl_fuzz_request.c sidecar/core/rl_http_head.c sidecar/core/rl_http_build.c \
+            sidecar/core/rl_cfg.c sidecar/core/rl_buf.c sidecar/core/rl_conn.c \
+            sidecar/core/rl_llhttp_llhttp.c sidecar/core/rl_llhttp_api.c sidecar/core/rl_llhttp_http.c
+.PHONY: fuzz fuzz-build apt-fuzz
+fuzz-build: apt-fuzz $(FUZZ_BIN)
+apt-fuzz:
+	@scripts/ensure-apt.sh clang-14 libclang-rt-14-dev
+$(FUZZ_BIN): $(FUZZ_SRC) $(wildcard sidecar/core/*.h)
+	@mkdir -p $(dir $@)
+	clang-14 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -D_GNU_SOURCE \
+	  -Isidecar/core -I/usr/share/include/llhttp -I/usr/share/llhttp $(FUZZ_SRC) -o $@
+fuzz: fuzz-build
+	@mkdir -p build/fuzz/corpus
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus sidecar/core/fuzz/corpus
+
+# The integration tests against an ASan + UBSan build of the C core.
+ASAN_SO := build/asan/ringlane_sidecar/_core.abi3.so
+.PHONY: asan
+$(ASAN_SO): $(CORE_SRC) | $(VENV)/.deps
+	@echo "==> building the C core with ASan + UBSan"
+	@RINGLANE_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1" \
+	  RINGLANE_LDFLAGS="-fsanitize=address,undefined" \
+	  $(VPY) setup.py -q build_ext --build-lib build/asan --build-temp build/asan-tmp >/dev/null
+asan: setup $(ASAN_SO)
+	RINGLANE_CORE_SO=$(CURDIR)/$(ASAN_SO) LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(PYTEST) -q -p no:cacheprovider tests/integration

@@ -49,6 +49,7 @@ typedef struct rl_slice {
 typedef struct rl_outq {
     rl_slice *s;
     uint16_t head, count, cap;
+    uint8_t head_busy; /* the head slice has been handed to the engine */
     uint32_t bytes;
 } rl_outq;
 

@@ -39,9 +39,9 @@ int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
 {
     while (len) {
         rl_slice *last = q->count ? &q->s[(q->head + q->count - 1) % q->cap] : NULL;
-        /* Append to the tail transmit buffer when it is ours alone and is not the head,
-         * which may be in flight with its length already handed to the engine. */
-        int append = last && q->count > 1 && !rl_buf_is_rx(&w->bufs, last->bid) &&
+        /* Append to the tail transmit buffer when it is ours alone and not in flight (the
+         * engine already has the head's length). */
+        int append = last && !(q->count == 1 && q->head_busy) && !rl_buf_is_rx(&w->bufs, last->bid) &&
                      w->bufs.refs[last->bid] == 1 && last->off + last->len < w->bufs.size;
         if (!append) {
             int bid = rl_buf_tx_get(&w->bufs);
@@ -68,6 +68,7 @@ void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q)
     if (!q->count || (s->flags & (RL_S_SENDING | RL_S_CLOSED)))
         return;
     rl_slice *h = &q->s[q->head];
+    q->head_busy = 1;
     w->eng->send(w, s, rl_buf_data(&w->bufs, h->bid) + h->off, h->len);
 }
 
@@ -76,6 +77,7 @@ void rl_outq_pop(rl_worker *w, rl_outq *q)
     if (!q->count)
         return;
     rl_slice *h = &q->s[q->head];
+    q->head_busy = 0;
     q->bytes -= h->len;
     rl_buf_unref(w, h->bid);
     q->head = (uint16_t)((q->head + 1) % q->cap);

@@ -17,9 +17,9 @@ class CoreError(Exception):
 
 
 def _ffi():  # type: ignore[no-untyped-def]
-    from ringlane_sidecar._core import ffi, lib
+    from ringlane_sidecar.native import load
 
-    return ffi, lib
+    return load()
 
 
 def allowed_cpus() -> list[int]:

@@ -76,7 +76,9 @@ def choose_engine(usable: bool, setup_error: str | None, features: dict[str, boo
 
 
 def run_probe() -> ProbeReport:
-    from ringlane_sidecar._core import ffi, lib  # the C build; imported late so --help works without it
+    from ringlane_sidecar.native import load  # the C build; loaded late so --help works without it
+
+    ffi, lib = load()
 
     res = ffi.new("rl_probe_result *")
     rc = lib.rl_probe(res)
