@@ -9,5 +9,6 @@
 #include "rl_core.h"
 #include "rl_steer.h"
 #include "rl_engine_uring.h"
+#include "rl_confine.h"
 
 #endif

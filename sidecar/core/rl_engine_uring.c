@@ -49,10 +49,9 @@ static struct io_uring_sqe *get_sqe(rl_worker *w)
     return sqe;
 }
 
-static int setup_ring(rl_worker *w, ur_state *u, char *err, size_t n)
+int rl_uring_ring_init(struct io_uring *ring, unsigned entries, char *err, size_t n)
 {
     const rl_uring_allowlist *al = rl_uring_allowlist_get();
-    unsigned entries = w->core->opts.ring_entries;
     unsigned flags[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL,
         IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
@@ -64,7 +63,7 @@ static int setup_ring(rl_worker *w, ur_state *u, char *err, size_t n)
         memset(&p, 0, sizeof(p));
         p.flags = flags[i] | IORING_SETUP_R_DISABLED | IORING_SETUP_CQSIZE;
         p.cq_entries = entries * 4;
-        rc = io_uring_queue_init_params(entries, &u->ring, &p);
+        rc = io_uring_queue_init_params(entries, ring, &p);
         if (rc != -EINVAL)
             break;
     }
@@ -73,16 +72,16 @@ static int setup_ring(rl_worker *w, ur_state *u, char *err, size_t n)
         return rc;
     }
     /* Restrict the ring to exactly what this engine submits, then enable it. */
-    rc = rl_uring_register_restrictions(&u->ring, (struct io_uring_restriction *)al->restrictions,
+    rc = rl_uring_register_restrictions(ring, (struct io_uring_restriction *)al->restrictions,
                                         al->nrestrictions);
     if (!rc)
-        rc = rl_uring_enable_rings(&u->ring);
+        rc = rl_uring_enable_rings(ring);
     if (rc) {
         snprintf(err, n, "io_uring restrictions: %s", strerror(-rc));
-        io_uring_queue_exit(&u->ring);
+        io_uring_queue_exit(ring);
         return rc;
     }
-    io_uring_register_ring_fd(&u->ring); /* optional: saves an fd lookup per enter */
+    io_uring_register_ring_fd(ring); /* optional: saves an fd lookup per enter */
     return 0;
 }
 
@@ -137,7 +136,7 @@ static int ur_init(rl_worker *w, char *err, size_t n)
     }
     rl_list_init(&u->released);
     rl_list_init(&u->starved);
-    int rc = setup_ring(w, u, err, n);
+    int rc = rl_uring_ring_init(&u->ring, w->core->opts.ring_entries, err, n);
     if (rc) {
         free(u);
         return rc;

@@ -21,4 +21,8 @@ typedef struct rl_uring_allowlist {
 const rl_uring_allowlist *rl_uring_allowlist_get(void);
 /* cffi:end */
 
+struct io_uring;
+/* A ring set up as the engine uses it: created disabled, restricted to the allowlist, enabled. */
+int rl_uring_ring_init(struct io_uring *ring, unsigned entries, char *err, size_t n);
+
 #endif

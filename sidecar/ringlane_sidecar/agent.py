@@ -18,6 +18,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ringlane_sidecar.admin import json_body, start_admin
 from ringlane_sidecar.compile import CompileError
+from ringlane_sidecar.confine import uring_ops
+from ringlane_sidecar.confine.apply import Layers, lock_io_uring, register_bpf_filters, seccomp_mode
 from ringlane_sidecar.config import Config, ConfigError, config_hash, load_config, parse_config, select_for_pod
 from ringlane_sidecar.config.addresses import parse_address
 from ringlane_sidecar.config.decode import decode_document
@@ -69,6 +71,9 @@ class Agent:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     signals: int = 0
     probe: ProbeReport | None = None
+    layers: Layers = field(default_factory=Layers)
+    first: Config = field(default_factory=Config)
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=False))
 
     # ---- start-up ----
     def initial_config(self) -> Config:
@@ -79,14 +84,22 @@ class Agent:
     def start_core(self, cfg: Config) -> Core:
         requested = self.opts.engine or cfg.engine.kind
         cpus = worker_cpus(cfg, self.opts)
-        self.probe = run_probe()
-        kernel = self.probe.kernel
-        if requested == "auto":
-            engine, reason = choose_engine(self.probe.io_uring_usable, self.probe.setup_error, self.probe.features)
+        kernel = os.uname().release
+        if requested == "epoll":  # no io_uring call at all: the epoll profile allows none
+            engine, reason = "epoll", "requested"
         else:
-            engine, reason = requested, "requested"
-            if engine == "io_uring" and not self.probe.io_uring_usable:
-                raise StartError(f"--engine io_uring: io_uring unusable here ({self.probe.setup_error})")
+            self.probe = run_probe()
+            if requested == "auto":
+                engine, reason = choose_engine(self.probe.io_uring_usable, self.probe.setup_error,
+                                               self.probe.features)
+            else:
+                engine, reason = requested, "requested"
+                if not self.probe.io_uring_usable:
+                    raise StartError(f"--engine io_uring: io_uring unusable here ({self.probe.setup_error})")
+        allow = uring_ops.from_core()
+        self.layers.seccomp_profile = seccomp_mode()
+        if engine == "io_uring" and self.probe:  # task-wide filters apply to rings created after them
+            self.layers.io_uring_bpf_filter = register_bpf_filters(allow, self.probe.nr_register_opcodes)
         try:
             core = Core(engine, cpus)
         except CoreError as exc:
@@ -95,9 +108,17 @@ class Agent:
             reason = f"io_uring failed to start ({exc})"
             engine = "epoll"
             core = Core(engine, cpus)
+        if engine == "io_uring":
+            self.layers.ring_restrictions = f"on: {len(allow.sqe_ops)} SQE opcodes, flags {allow.sqe_flags:#x}"
+        else:
+            self.layers.ring_restrictions = self.layers.io_uring_bpf_filter = "n/a (epoll engine)"
+        # Every ring exists now: no new ones, no new registrations, for the life of the process.
+        self.layers.seccomp_lock = lock_io_uring()
+        if self.layers.seccomp_lock.startswith("failed"):
+            self.log.warning("seccomp lock not applied", detail=self.layers.seccomp_lock)
         self.state = AgentState(engine, kernel, reason)
         self.log.info("engine chosen", engine=engine, reason=reason, kernel=kernel, workers=len(cpus),
-                      cpus=cpus)
+                      cpus=cpus, confinement=self.layers.to_dict())
         return core
 
     # ---- config changes ----
@@ -165,6 +186,7 @@ class Agent:
             "allowed_cpus": allowed_cpus(),
             "listeners": [lst.name for lst in (self.cfg.listeners if self.cfg else ())],
             "draining": self.draining,
+            "confinement": self.layers.to_dict(),
         }
 
     async def handle(self, method: str, path: str) -> tuple[int, str, bytes]:
@@ -212,8 +234,12 @@ class Agent:
         self.stop.set()
 
     # ---- main ----
-    async def run(self) -> int:
-        loop = asyncio.get_running_loop()
+    def prepare(self) -> int:
+        """Synchronous start-up: config, engine, workers, confinement, first apply.
+
+        Runs before the event loop exists: once the seccomp lock is in, libuv cannot create
+        io_uring rings of its own (it would for epoll_ctl batching) and falls back to epoll.
+        """
         try:
             cfg = self.initial_config()
         except ConfigError as exc:
@@ -233,14 +259,20 @@ class Agent:
         if not self.apply(cfg):
             self.core.close()
             return EXIT_FAILED
-        host, port = parse_address(self.opts.admin or cfg.admin.address)
+        self.first = cfg
+        return EXIT_OK
+
+    async def serve(self) -> int:
+        assert self.core is not None
+        loop = asyncio.get_running_loop()
+        host, port = parse_address(self.opts.admin or self.first.admin.address)
         try:
             server = await start_admin(host, port, self.handle)
         except OSError as exc:
             self.log.error("cannot serve the admin port", address=f"{host}:{port}", error=str(exc))
             self.core.close()
             return EXIT_FAILED
-        self.log.info("started", admin=f"{host}:{port}", generation=cfg.generation, pid=os.getpid())
+        self.log.info("started", admin=f"{host}:{port}", generation=self.first.generation, pid=os.getpid())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_signal, sig.name)
         tasks = []
@@ -267,9 +299,8 @@ class Agent:
 def run(opts: RunOptions) -> int:
     import uvloop
 
-    log = JsonLog(opts.log_level)
-    return uvloop.run(_main(opts, log))
-
-
-async def _main(opts: RunOptions, log: JsonLog) -> int:
-    return await Agent(opts, log).run()
+    agent = Agent(opts, JsonLog(opts.log_level))
+    rc = agent.prepare()
+    if rc != EXIT_OK:
+        return rc
+    return uvloop.run(agent.serve())

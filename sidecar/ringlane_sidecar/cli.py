@@ -59,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", required=True, metavar="FILE", help="config file to validate")
 
+    prof = sub.add_parser(
+        "seccomp-profile",
+        help="print the seccomp profile this build needs (OCI/containerd JSON)",
+        description="Print the default-deny seccomp profile for the sidecar: exactly the system calls it "
+        "makes, with io_uring_register allowed only for the opcodes it uses (SCMP_CMP_EQ on argument 1). "
+        "Install it under the kubelet's seccomp directory and reference it with type: Localhost.",
+    )
+    prof.add_argument("--engine", choices=("io_uring", "epoll"), default="io_uring",
+                      help="io_uring (default) or epoll (no io_uring system calls at all)")
+    prof.add_argument("--arch", action="append", choices=("x86_64", "aarch64"),
+                      help="architectures to include (repeatable; default both)")
+
     sub.add_parser(
         "probe",
         help="report io_uring support on this kernel as JSON",
@@ -110,6 +122,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run_check(args.config, sys.stdout, sys.stderr)
 
 
+def cmd_seccomp_profile(args: argparse.Namespace) -> int:
+    from ringlane_sidecar.confine import uring_ops
+    from ringlane_sidecar.confine.profile import seccomp_profile
+
+    uring = uring_ops.from_core() if args.engine == "io_uring" else None
+    arches = tuple(args.arch) if args.arch else ("x86_64", "aarch64")
+    print(json.dumps(seccomp_profile(args.engine, uring, arches), indent=2))
+    return 0
+
+
 def cmd_probe(_: argparse.Namespace) -> int:
     from ringlane_sidecar.probe import run_probe
 
@@ -117,7 +139,7 @@ def cmd_probe(_: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "probe": cmd_probe, "seccomp-profile": cmd_seccomp_profile}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,7 @@ class ProbeReport:
     nr_register_opcodes: int | None
     engine: str
     reason: str
+    confinement: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class ProbeReport:
                 "nr_register_opcodes": self.nr_register_opcodes,
             },
             "auto_engine": {"engine": self.engine, "reason": self.reason},
+            "confinement": self.confinement,
         }
 
 
@@ -90,6 +92,7 @@ def run_probe() -> ProbeReport:
     feats = {name: usable and bool(res.features & getattr(lib, bit)) for bit, name in FEATURES}
     engine, reason = choose_engine(usable, setup_error, feats)
     return ProbeReport(
+        confinement=confinement_report(usable, feats, res.nr_register_opcodes if res.nr_register_opcodes >= 0 else None),
         kernel=ffi.string(res.kernel).decode(),
         io_uring_disabled=disabled,
         io_uring_usable=usable,
@@ -100,3 +103,17 @@ def run_probe() -> ProbeReport:
         engine=engine,
         reason=reason,
     )
+
+
+def confinement_report(usable: bool, feats: dict[str, bool], nr_register_opcodes: int | None) -> dict[str, str]:
+    """Which confinement layers this process has and which `run` can add here."""
+    from ringlane_sidecar.confine.apply import seccomp_mode
+    from ringlane_sidecar.confine.uring_bpf import availability
+
+    _, bpf_why = availability(nr_register_opcodes)
+    return {
+        "seccomp_mode": seccomp_mode(),
+        "ring_restrictions": "available" if usable and feats.get("ring_restrictions") else "unavailable",
+        "io_uring_bpf_filter": bpf_why,
+        "seccomp_lock": "available (run installs it once its rings exist)",
+    }
