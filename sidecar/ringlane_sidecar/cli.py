@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="io_uring (default) or epoll (no io_uring system calls at all)")
     prof.add_argument("--arch", action="append", choices=("x86_64", "aarch64"),
                       help="architectures to include (repeatable; default both)")
+    prof.add_argument("--install", metavar="DIR",
+                      help="write proxy-io_uring.json and proxy-epoll.json into DIR (atomically) instead of printing")
 
     sub.add_parser(
         "probe",
@@ -126,8 +128,14 @@ def cmd_seccomp_profile(args: argparse.Namespace) -> int:
     from ringlane_sidecar.confine import uring_ops
     from ringlane_sidecar.confine.profile import seccomp_profile
 
-    uring = uring_ops.from_core() if args.engine == "io_uring" else None
     arches = tuple(args.arch) if args.arch else ("x86_64", "aarch64")
+    if args.install:
+        from ringlane_sidecar.confine.profile import install_profiles
+
+        for path in install_profiles(args.install, uring_ops.from_core(), arches):
+            print(f"wrote {path}")
+        return 0
+    uring = uring_ops.from_core() if args.engine == "io_uring" else None
     print(json.dumps(seccomp_profile(args.engine, uring, arches), indent=2))
     return 0
 

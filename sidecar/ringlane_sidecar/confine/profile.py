@@ -6,6 +6,9 @@ on argument 1: an allowlist, because a denylist is bypassed by setting the opcod
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from typing import Any
 
 from ringlane_sidecar.confine.syscalls import allowed
@@ -45,3 +48,19 @@ def seccomp_profile(engine: str, uring: UringAllowlist | None, arches: tuple[str
 def profile_name(engine: str) -> str:
     """File name under the kubelet's seccomp root (pods use localhostProfile: ringlane/<name>)."""
     return f"proxy-{engine}.json"
+
+
+def install_profiles(directory: str, uring: UringAllowlist, arches: tuple[str, ...]) -> list[str]:
+    """Writes both engines' profiles into directory; each file appears complete or not at all."""
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for engine in ("io_uring", "epoll"):
+        path = os.path.join(directory, profile_name(engine))
+        text = json.dumps(seccomp_profile(engine, uring if engine == "io_uring" else None, arches), indent=2)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
