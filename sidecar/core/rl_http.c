@@ -130,9 +130,30 @@ static void count_response(rl_worker *w, rl_http_client *c, int status)
     rs->duration_sum_ns += ns;
 }
 
+/* Between requests a keep-alive connection moves to the newest config, so pooled clients see
+ * route and endpoint changes; a connection whose listener is gone closes instead. */
+static void adopt_newest_cfg(rl_worker *w, rl_http_client *c)
+{
+    const rl_cfg *cur = w->cfg;
+    if (!cur || cur == c->hold->cfg)
+        return;
+    for (uint32_t i = 0; i < cur->nlisteners; i++) {
+        const rl_listener_cfg *l = &cur->listeners[i];
+        if (l->proto == RL_PROTO_HTTP && rl_addr_equal(&l->addr, l->addrlen, &c->lc->addr, c->lc->addrlen)) {
+            rl_cfg_hold *old = c->hold;
+            c->hold = rl_worker_hold_cfg(w); /* take the new one before the old one may be freed */
+            c->lc = l;
+            rl_worker_release_cfg(w, old);
+            return;
+        }
+    }
+    c->keepalive = 0;
+}
+
 /* Ready for the next request on this connection (or close it). */
 static void finish_request(rl_worker *w, rl_http_client *c)
 {
+    adopt_newest_cfg(w, c);
     rl_outq_clear(w, &c->retry);
     c->rule = NULL;
     c->status = 0;
@@ -214,8 +235,10 @@ static void head_done(rl_worker *w, rl_http_client *c)
 /* Parses head bytes; returns how many were consumed (the rest is body or the next request). */
 static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, uint32_t len)
 {
-    const rl_cfg *cfg = cfg_of(c);
     const char *start = data;
+    if (c->state == C_IDLE)
+        adopt_newest_cfg(w, c); /* a reload while the connection was idle applies from here on */
+    const rl_cfg *cfg = cfg_of(c);
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
         c->start_ns = rl_now_ns();
@@ -542,6 +565,22 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             break;
         }
         llhttp_errno_t err = llhttp_execute(&u->parser, data + pos, len - pos);
+        if (err == HPE_PAUSED && u->announce_close) {
+            /* Headers complete and this response is the connection's last: say so before the
+             * blank line that ends them, so pooling clients do not reuse the socket. */
+            u->announce_close = 0;
+            uint32_t end = (uint32_t)(llhttp_get_error_pos(&u->parser) - data);
+            llhttp_resume(&u->parser);
+            uint32_t cut = end >= pos + 2 && data[end - 2] == '\r' && data[end - 1] == '\n' ? end - 2 : end;
+            if (forward_to_client(w, c, bid, pos, cut - pos) ||
+                (cut < end && rl_outq_write(w, &c->out, "Connection: close\r\n", 19)) ||
+                forward_to_client(w, c, bid, cut, end - cut)) {
+                client_close(w, c);
+                break;
+            }
+            pos = end; /* the parser has consumed the head: continue with the body */
+            continue;
+        }
         uint32_t used = len - pos;
         int done = err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE;
         if (done) {
@@ -588,6 +627,10 @@ static int resp_on_headers_complete(llhttp_t *p)
     }
     if (u->method == HTTP_HEAD)
         return 1; /* no body follows, whatever the headers say */
+    if (c && !c->keepalive && status >= 200 && !u->announced) {
+        u->announce_close = u->announced = 1;
+        return HPE_PAUSED; /* rl_http_on_up_data inserts "Connection: close" */
+    }
     return 0;
 }
 

@@ -71,6 +71,7 @@ typedef struct rl_http_up {
     socklen_t addrlen;
     uint32_t cluster_slot, idle_ms;
     uint8_t state, method, retry_status, closed, shut_pending;
+    uint8_t announce_close, announced; /* "Connection: close" pending / done for this response */
 } rl_http_up;
 
 /* rl_http_up.c */

@@ -95,7 +95,8 @@ class Agent:
             else:
                 engine, reason = requested, "requested"
                 if not self.probe.io_uring_usable:
-                    raise StartError(f"--engine io_uring: io_uring unusable here ({self.probe.setup_error})")
+                    source = "--engine io_uring" if self.opts.engine else "engine.kind io_uring (config)"
+                    raise StartError(f"{source}: io_uring unusable here ({self.probe.setup_error})")
         allow = uring_ops.from_core()
         self.layers.seccomp_profile = seccomp_mode()
         if engine == "io_uring" and self.probe:  # task-wide filters apply to rings created after them
@@ -122,7 +123,8 @@ class Agent:
         return core
 
     # ---- config changes ----
-    def apply(self, cfg: Config) -> bool:
+    def apply(self, cfg: Config, startup: bool = False) -> bool:
+        """Publish cfg; a failure at start-up is fatal, later it only keeps the old config."""
         assert self.core is not None and self.state is not None
         selected = select_for_pod(cfg, self.labels) if self.labels is not None else cfg
         h = config_hash(selected)
@@ -131,7 +133,10 @@ class Agent:
         try:
             self.core.apply(selected)
         except (CoreError, CompileError) as exc:
-            self.reload_failed([str(exc)], cfg.generation)
+            if startup:
+                self.log.error("cannot start", error=str(exc), generation=cfg.generation)
+            else:
+                self.reload_failed([str(exc)], cfg.generation)
             return False
         if self.cfg is not None and (cfg.engine != self.cfg.engine or cfg.admin != self.cfg.admin):
             self.log.warning("engine and admin settings change only on restart", generation=cfg.generation)
@@ -256,7 +261,7 @@ class Agent:
         assert self.state is not None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(CoreCollector(lambda: self.core, self.state))
-        if not self.apply(cfg):
+        if not self.apply(cfg, startup=True):
             self.core.close()
             return EXIT_FAILED
         self.first = cfg
