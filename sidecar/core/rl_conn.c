@@ -63,6 +63,16 @@ int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
     return 0;
 }
 
+uint32_t rl_outq_tail_room(rl_worker *w, const rl_outq *q)
+{
+    if (!q->count || (q->count == 1 && q->head_busy))
+        return 0;
+    const rl_slice *last = &q->s[(q->head + q->count - 1) % q->cap];
+    if (rl_buf_is_rx(&w->bufs, last->bid) || w->bufs.refs[last->bid] != 1)
+        return 0;
+    return w->bufs.size - (last->off + last->len);
+}
+
 void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q)
 {
     if (!q->count || (s->flags & (RL_S_SENDING | RL_S_CLOSED)))

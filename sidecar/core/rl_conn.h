@@ -21,6 +21,8 @@ void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q);
 /* The head slice was sent: drop it. */
 void rl_outq_pop(rl_worker *w, rl_outq *q);
 void rl_outq_clear(rl_worker *w, rl_outq *q);
+/* Bytes that rl_outq_write can still append to the tail buffer without a new slice. */
+uint32_t rl_outq_tail_room(rl_worker *w, const rl_outq *q);
 /* Free the queue's array (it must be empty, or the worker is exiting). */
 void rl_outq_free(rl_outq *q);
 /* Copy bytes into the queue's last transmit buffer or a new one; 0, or -1 when out of buffers. */

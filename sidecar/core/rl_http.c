@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -207,7 +208,6 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
 
 /* ---- request head ---- */
 
-static int limit_status(llhttp_errno_t err) { return err == HPE_USER ? 431 : 400; }
 
 static void head_done(rl_worker *w, rl_http_client *c)
 {
@@ -290,7 +290,7 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
         return used;
     }
     if (err != HPE_OK) {
-        respond_error(w, c, limit_status(err));
+        respond_error(w, c, c->head && c->head->too_many ? 431 : 400);
         return len;
     }
     /* Incomplete: keep the bytes (and the spans into them) until the rest arrives. */
@@ -540,15 +540,45 @@ static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
         w->eng->recv_start(w, &c->sock);
 }
 
+#define COALESCE_MAX 2048 /* small pieces are copied next to what precedes them: one send, not two */
+
 static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
 {
     if (!len)
         return 0;
+    if (len <= COALESCE_MAX && rl_outq_tail_room(w, &c->out) >= len) {
+        rl_outq_write(w, &c->out, rl_buf_data(&w->bufs, bid) + off, len);
+        c->resp_started = 1;
+        rl_outq_kick(w, &c->sock, &c->out);
+        return 0;
+    }
     rl_buf_ref(w, bid);
     if (rl_outq_push(w, &c->out, bid, off, len)) {
         rl_buf_unref(w, bid);
         return -1;
     }
+    c->resp_started = 1;
+    rl_outq_kick(w, &c->sock, &c->out);
+    return 0;
+}
+
+/* The response head [pos, end) of data without its hop-by-hop lines, plus "Connection: close"
+ * when this response is the connection's last, copied into the client's queue. */
+static int rewrite_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char *data, uint32_t pos,
+                        uint32_t end)
+{
+    if (u->hop_open)
+        u->hop[u->nhop - 1][1] = end - 2;
+    uint32_t at = pos;
+    for (uint8_t i = 0; i < u->nhop; i++) {
+        if (rl_outq_write(w, &c->out, data + at, u->hop[i][0] - at))
+            return -1;
+        at = u->hop[i][1];
+    }
+    if (rl_outq_write(w, &c->out, data + at, end - 2 - at) ||
+        (!c->keepalive && rl_outq_write(w, &c->out, "Connection: close\r\n", 19)) ||
+        rl_outq_write(w, &c->out, "\r\n", 2))
+        return -1;
     c->resp_started = 1;
     rl_outq_kick(w, &c->sock, &c->out);
     return 0;
@@ -564,17 +594,14 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
                 client_close(w, c);
             break;
         }
+        u->resp_base = data;
+        u->began_here = 0;
         llhttp_errno_t err = llhttp_execute(&u->parser, data + pos, len - pos);
-        if (err == HPE_PAUSED && u->announce_close) {
-            /* Headers complete and this response is the connection's last: say so before the
-             * blank line that ends them, so pooling clients do not reuse the socket. */
-            u->announce_close = 0;
+        if (err == HPE_PAUSED && u->rewrite) {
+            u->rewrite = 0;
             uint32_t end = (uint32_t)(llhttp_get_error_pos(&u->parser) - data);
             llhttp_resume(&u->parser);
-            uint32_t cut = end >= pos + 2 && data[end - 2] == '\r' && data[end - 1] == '\n' ? end - 2 : end;
-            if (forward_to_client(w, c, bid, pos, cut - pos) ||
-                (cut < end && rl_outq_write(w, &c->out, "Connection: close\r\n", 19)) ||
-                forward_to_client(w, c, bid, cut, end - cut)) {
+            if (rewrite_head(w, c, u, data, pos, end)) {
                 client_close(w, c);
                 break;
             }
@@ -585,7 +612,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         int done = err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE;
         if (done) {
             used = (uint32_t)(llhttp_get_error_pos(&u->parser) - (data + pos));
-        } else if (err == HPE_USER && u->retry_status) {
+        } else if (u->retry_status) { /* resp_on_headers_complete chose to retry */
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, 0, (int)u->parser.status_code, (int)u->parser.status_code);
         } else if (err != HPE_OK) {
@@ -616,6 +643,55 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         rl_http_up_pause(w, u);
 }
 
+static int resp_on_message_begin(llhttp_t *p)
+{
+    rl_http_up *u = p->data;
+    u->began_here = 1;
+    u->nhop = u->hop_open = u->split = 0;
+    u->field_len = 0;
+    return 0;
+}
+
+static int resp_on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_up *u = p->data;
+    uint32_t off = (uint32_t)(at - u->resp_base);
+    if (!u->field_len) { /* a new header line: it ends the previous hop-by-hop one */
+        if (u->hop_open) {
+            u->hop[u->nhop - 1][1] = off;
+            u->hop_open = 0;
+        }
+        u->field_off = off;
+    } else if (off != u->field_off + u->field_len) {
+        u->split = 1; /* the name spans receive buffers */
+    }
+    u->field_len += (uint32_t)len;
+    return 0;
+}
+
+static int resp_on_header_field_complete(llhttp_t *p)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection"};
+    rl_http_up *u = p->data;
+    const char *name = u->resp_base + u->field_off;
+    uint32_t n = u->field_len;
+    u->field_len = 0;
+    if (!u->began_here || u->split)
+        return 0;
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
+        if (n == strlen(hop[i]) && strncasecmp(name, hop[i], n) == 0) {
+            if (u->nhop == 4) {
+                u->split = 1; /* too many to strip: forward the head as it is */
+                return 0;
+            }
+            u->hop[u->nhop][0] = u->field_off;
+            u->nhop++;
+            u->hop_open = 1;
+        }
+    }
+    return 0;
+}
+
 static int resp_on_headers_complete(llhttp_t *p)
 {
     rl_http_up *u = p->data;
@@ -627,9 +703,10 @@ static int resp_on_headers_complete(llhttp_t *p)
     }
     if (u->method == HTTP_HEAD)
         return 1; /* no body follows, whatever the headers say */
-    if (c && !c->keepalive && status >= 200 && !u->announced) {
-        u->announce_close = u->announced = 1;
-        return HPE_PAUSED; /* rl_http_on_up_data inserts "Connection: close" */
+    /* Rewrite only final responses whose head lies in this buffer; otherwise it passes as is. */
+    if (c && status >= 200 && u->began_here && !u->split && (u->nhop || !c->keepalive)) {
+        u->rewrite = 1;
+        return HPE_PAUSED;
     }
     return 0;
 }
@@ -646,6 +723,9 @@ const llhttp_settings_t *rl_http_response_settings(rl_worker *w)
         llhttp_settings_t *s = calloc(1, sizeof(*s));
         if (s) {
             llhttp_settings_init(s);
+            s->on_message_begin = resp_on_message_begin;
+            s->on_header_field = resp_on_header_field;
+            s->on_header_field_complete = resp_on_header_field_complete;
             s->on_headers_complete = resp_on_headers_complete;
             s->on_message_complete = resp_on_message_complete;
         }

@@ -23,6 +23,7 @@ typedef struct rl_http_head {
     uint32_t nheaders;
     uint32_t max_headers; /* capacity of headers[]: the config's limit */
     uint8_t in_value;
+    uint8_t too_many; /* more headers than max_headers: answered with 431 */
     rl_span headers[][2];
 } rl_http_head;
 
@@ -71,7 +72,12 @@ typedef struct rl_http_up {
     socklen_t addrlen;
     uint32_t cluster_slot, idle_ms;
     uint8_t state, method, retry_status, closed, shut_pending;
-    uint8_t announce_close, announced; /* "Connection: close" pending / done for this response */
+    /* Response head rewrite (hop-by-hop headers out, "Connection: close" in when it is the
+     * connection's last): offsets into the buffer being parsed, valid while its head is in it. */
+    const char *resp_base;
+    uint32_t field_off, field_len;
+    uint32_t hop[4][2];
+    uint8_t nhop, hop_open, began_here, split, rewrite;
 } rl_http_up;
 
 /* rl_http_up.c */

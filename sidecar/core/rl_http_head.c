@@ -41,8 +41,10 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 static int on_value_complete(llhttp_t *p)
 {
     rl_http_head *h = head_of(p);
-    if (h->nheaders >= h->max_headers)
-        return HPE_USER; /* reported as 431 */
+    if (h->nheaders >= h->max_headers) {
+        h->too_many = 1; /* llhttp reports any callback error as its own code: keep ours */
+        return -1;
+    }
     h->headers[h->nheaders][0] = h->field;
     h->headers[h->nheaders][1] = h->value;
     h->nheaders++;

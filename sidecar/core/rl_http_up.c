@@ -85,7 +85,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         u->state = U_BUSY;
         u->client = c;
         u->idle_ms = cl->idle_timeout_ms;
-        u->announced = u->announce_close = u->retry_status = 0;
+        u->rewrite = u->retry_status = 0;
         llhttp_init(&u->parser, HTTP_RESPONSE, settings);
         u->parser.data = u;
         return u;

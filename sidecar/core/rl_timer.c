@@ -34,7 +34,9 @@ void rl_timer_cancel(rl_wheel *wh, rl_timer *t)
 void rl_timer_set(rl_wheel *wh, rl_timer *t, uint64_t deadline_ms, rl_timer_fn fn)
 {
     rl_timer_cancel(wh, t);
-    uint64_t tick = deadline_ms / RL_TICK_MS;
+    /* Round up: a slot is processed once its tick has fully started, so every timer in it is
+     * due then (rounding down would leave it waiting a whole turn of the wheel). */
+    uint64_t tick = (deadline_ms + RL_TICK_MS - 1) / RL_TICK_MS;
     if (tick <= wh->tick)
         tick = wh->tick + 1;
     uint32_t slot = (uint32_t)(tick % RL_WHEEL_SLOTS);
