@@ -403,8 +403,10 @@ static int may_retry(const rl_http_client *c, int flag, int status)
     const rl_rule *r = c->rule;
     if (!r || c->attempts > r->retry_attempts || c->resp_started || c->has_body || c->upgrade)
         return 0;
-    if (flag)
+    if (flag == RL_RETRY_CONNECT_FAILURE) /* nothing reached the upstream: safe for any method */
         return (r->retry_flags & (uint32_t)flag) != 0;
+    if (flag) /* a reset after the request went out: it may have had effects */
+        return c->idempotent && (r->retry_flags & (uint32_t)flag) != 0;
     if (!c->idempotent || status < 500 || status > 599)
         return 0;
     return (r->retry_status[(status - 500) / 64] >> ((status - 500) % 64)) & 1;
@@ -747,8 +749,10 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
 {
     rl_http_client *c = s->owner;
     c->client_eof = 1;
-    if (err || c->state == C_IDLE || c->state == C_HEAD)
+    if (err)
         return client_close(w, c);
+    if (c->state == C_IDLE || c->state == C_HEAD)
+        return close_when_flushed(w, c); /* a response may still be on its way out */
     if (c->state == C_BODY)
         return client_close(w, c); /* body cut short: the upstream must not see a partial request */
     if (c->state == C_TUNNEL && c->up) { /* half-close: FIN goes on once the queue is sent */

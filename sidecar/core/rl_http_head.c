@@ -41,6 +41,10 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 static int on_value_complete(llhttp_t *p)
 {
     rl_http_head *h = head_of(p);
+    /* obs-fold (a value continued on the next line) is a smuggling shape llhttp 8 accepts. */
+    if (h->value.len && (memchr(h->base + h->value.off, '\n', h->value.len) ||
+                         memchr(h->base + h->value.off, '\r', h->value.len)))
+        return -1;
     if (h->nheaders >= h->max_headers) {
         h->too_many = 1; /* llhttp reports any callback error as its own code: keep ours */
         return -1;
