@@ -159,7 +159,7 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     c->rule = NULL;
     c->status = 0;
     c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = 0;
-    if (!c->keepalive || c->client_eof || w->draining)
+    if (!c->keepalive || w->draining || (c->client_eof && !c->in.count))
         return close_when_flushed(w, c);
     c->state = C_IDLE;
     arm(w, c, cfg_of(c)->idle_timeout_ms);
@@ -176,8 +176,11 @@ static void finish_request(rl_worker *w, rl_http_client *c)
             feed(w, c, s.bid, s.off, s.len);
     }
     free(pending.s);
-    if (!c->closed && c->state != C_WAIT && c->state != C_TUNNEL && !c->close_after)
-        w->eng->recv_start(w, &c->sock);
+    if (c->closed || c->close_after || c->state == C_WAIT || c->state == C_TUNNEL)
+        return;
+    if (c->client_eof) /* the client sent FIN after pipelined requests: all answered */
+        return close_when_flushed(w, c);
+    w->eng->recv_start(w, &c->sock);
 }
 
 /* A response the proxy makes itself (400, 404, 431, 502, 503, 504). */
@@ -221,6 +224,11 @@ static void head_done(rl_worker *w, rl_http_client *c)
     c->upgrade = (uint8_t)rq.upgrade;
     c->method = (uint8_t)rq.method;
     c->state = C_BODY;
+    if (rq.bad_host) {
+        c->stat_slot = c->lc->noroute_slot;
+        c->keepalive = 0;
+        return respond_error(w, c, 400);
+    }
     c->rule = rl_http_route(cfg, c->lc, h, &rq);
     c->stat_slot = c->rule ? c->rule->slot : c->lc->noroute_slot;
     if (!c->rule)
@@ -518,7 +526,7 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
     /* A response framed by connection close ends here. */
     if (!err && c->resp_started && llhttp_finish(&u->parser) == HPE_PAUSED) {
         count_response(w, c, (int)u->parser.status_code);
-        c->keepalive = c->keepalive && c->req_done;
+        c->keepalive = 0; /* framed by the close: the client learns the end the same way */
         arm(w, c, 0);
         return finish_request(w, c);
     }
@@ -705,6 +713,8 @@ static int resp_on_headers_complete(llhttp_t *p)
     }
     if (u->method == HTTP_HEAD)
         return 1; /* no body follows, whatever the headers say */
+    if (c && status >= 200 && status != 204 && status != 304 && !(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
+        c->keepalive = 0; /* the body ends when the upstream closes: so must the client's */
     /* Rewrite only final responses whose head lies in this buffer; otherwise it passes as is. */
     if (c && status >= 200 && u->began_here && !u->split && (u->nhop || !c->keepalive)) {
         u->rewrite = 1;

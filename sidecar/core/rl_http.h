@@ -39,6 +39,7 @@ typedef struct rl_http_req {
     int keepalive;
     int upgrade;
     int idempotent;
+    int bad_host; /* missing (HTTP/1.1) or repeated Host: answered 400 */
 } rl_http_req;
 
 /* rl_http_head.c */

@@ -114,9 +114,10 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     rq->path.len = q ? (uint32_t)(q - (b + url.off)) : url.len;
     rq->query.off = rq->path.off + rq->path.len;
     rq->query.len = url.len - rq->path.len;
+    int hosts = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) {
         rl_span name = h->headers[i][0], value = h->headers[i][1];
-        if (!rq->host.len && rl_span_ieq(b, name, "host", 4)) {
+        if (rl_span_ieq(b, name, "host", 4) && hosts++ == 0) {
             rq->host = value;
             const char *v = b + value.off;
             if (value.len && v[0] == '[') { /* [v6]:port */
@@ -131,6 +132,9 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
             rq->upgrade = 1;
         }
     }
+    /* RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; two could route on one and be
+     * served on the other. */
+    rq->bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1);
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     rq->keepalive = llhttp_should_keep_alive(p);
@@ -139,21 +143,26 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
                      m == HTTP_DELETE || m == HTTP_TRACE;
 }
 
-static int host_matches(const rl_rule *r, const char *b, rl_span host)
+/* How well the request's host matches the rule: -1 not at all, 0 the rule has no hostnames,
+ * then wildcards (longer suffix first), then exact names (Gateway API precedence). */
+static int64_t host_rank(const rl_rule *r, const char *b, rl_span host)
 {
     if (!r->nhostnames)
-        return 1;
+        return 0;
+    int64_t best = -1;
     for (uint32_t i = 0; i < r->nhostnames; i++) {
         const rl_str *hn = &r->hostnames[i];
+        int64_t rank = -1;
         if (hn->len > 2 && hn->p[0] == '*' && hn->p[1] == '.') {
             uint32_t sl = hn->len - 1; /* ".example.com" */
             if (host.len > sl && strncasecmp(b + host.off + host.len - sl, hn->p + 1, sl) == 0)
-                return 1;
+                rank = 1 + sl;
         } else if (host.len == hn->len && strncasecmp(b + host.off, hn->p, hn->len) == 0) {
-            return 1;
+            rank = (1 << 16) + hn->len;
         }
+        best = rank > best ? rank : best;
     }
-    return 0;
+    return best;
 }
 
 /* PathPrefix matches whole segments: /api matches /api, /api/ and /api/x, never /apix. */
@@ -188,12 +197,12 @@ static int headers_match(const rl_match *m, const rl_http_head *h)
     return 1;
 }
 
-/* Gateway API precedence: exact path, then longest prefix, then method, then most header
- * matches, then config order. */
-static uint64_t match_score(const rl_match *m)
+/* Gateway API precedence: the most specific hostname, then exact path, then longest prefix,
+ * then method, then most header matches, then config order. */
+static uint64_t match_score(const rl_match *m, int64_t host)
 {
-    return ((uint64_t)(m->path_type == RL_PATH_EXACT) << 40) | ((uint64_t)(m->path.len & 0xfffff) << 20) |
-           ((uint64_t)(m->method >= 0) << 16) | (m->nheaders & 0xffff);
+    return ((uint64_t)(host & 0x1ffff) << 41) | ((uint64_t)(m->path_type == RL_PATH_EXACT) << 40) |
+           ((uint64_t)(m->path.len & 0xfffff) << 20) | ((uint64_t)(m->method >= 0) << 16) | (m->nheaders & 0xffff);
 }
 
 const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h,
@@ -204,14 +213,15 @@ const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const
     const char *path = h->base + rq->path.off;
     for (uint32_t i = 0; i < lc->nrules; i++) {
         const rl_rule *r = &cfg->rules[lc->rules[i]];
-        if (!host_matches(r, h->base, rq->host))
+        int64_t host = host_rank(r, h->base, rq->host);
+        if (host < 0)
             continue;
         for (uint32_t k = 0; k < r->nmatches; k++) {
             const rl_match *m = &r->matches[k];
             if ((m->method >= 0 && m->method != rq->method) || !path_matches(m, path, rq->path.len) ||
                 !headers_match(m, h))
                 continue;
-            uint64_t score = match_score(m) + 1;
+            uint64_t score = match_score(m, host) + 1;
             if (score > best_score) {
                 best = r;
                 best_score = score;

@@ -42,6 +42,15 @@ static void on_released(rl_worker *w, rl_sock *s)
     free(u);
 }
 
+static void on_connect_timeout(rl_worker *w, rl_timer *t)
+{
+    rl_http_up *u = rl_container_of(t, rl_http_up, timer);
+    rl_http_client *c = u->client;
+    up_close(w, u);
+    if (c)
+        rl_http_on_up_connected(w, c, -ETIMEDOUT);
+}
+
 static void on_idle_timeout(rl_worker *w, rl_timer *t)
 {
     up_close(w, rl_container_of(t, rl_http_up, timer));
@@ -130,6 +139,8 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         return NULL;
     }
     w->eng->connect(w, &u->sock, (const struct sockaddr *)&u->addr, u->addrlen, cl->connect_timeout_ms);
+    /* The engine-independent deadline (io_uring also links a timeout to the connect). */
+    rl_timer_set(&w->wheel, &u->timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);
     return u;
 }
 
@@ -161,6 +172,7 @@ static void on_connected(rl_worker *w, rl_sock *s, int err)
             rl_http_on_up_connected(w, c, err);
         return;
     }
+    rl_timer_cancel(&w->wheel, &u->timer);
     u->state = U_BUSY;
     w->eng->recv_start(w, s);
     rl_outq_kick(w, s, &u->out);

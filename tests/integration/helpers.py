@@ -1,0 +1,312 @@
+"""Helpers for the integration tests: ports, condition waits, a raw HTTP/1.1 client that
+parses responses byte-exactly, and short builders for core configs."""
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
+
+from ringlane_sidecar.config.model import (
+    Backend,
+    Cluster,
+    Config,
+    Endpoint,
+    Filter,
+    Header,
+    HeaderMatch,
+    HeaderModifier,
+    Limits,
+    Listener,
+    Match,
+    PathMatch,
+    Retry,
+    Rule,
+    Timeouts,
+    UrlRewrite,
+)
+
+T = TypeVar("T")
+
+
+# ---- ports and waits ----
+
+def free_port() -> int:
+    """A loopback TCP port that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str = "condition", interval: float = 0.005) -> T:
+    """Poll pred until it returns something truthy (returned) or the deadline passes (AssertionError).
+
+    Exceptions from pred count as "not yet"; the last value or exception is in the message."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            v = pred()
+            if v:
+                return v
+            last = v
+        except Exception as exc:  # noqa: BLE001 -- not ready yet; shown if the deadline passes
+            last = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)  # poll period of a condition with a deadline
+
+
+# ---- a raw HTTP/1.1 client ----
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    raw_len: int  # bytes of the whole response on the wire
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+class Closed(Exception):
+    """The peer closed the connection before a whole response arrived."""
+
+
+class Conn:
+    """One client connection: send raw bytes, read responses with exact framing, count bytes."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.sent = 0
+        self.received = 0
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+        self.sent += len(data)
+
+    def request(self, method: str = "GET", path: str = "/", headers: Iterable[tuple[str, str]] = (),
+                body: bytes | None = None, host: str = "test.local") -> Response:
+        self.send(build_request(method, path, headers, body, host))
+        return self.read_response(head=method == "HEAD")
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise Closed(f"connection closed with {len(self.buf)} unparsed bytes: {self.buf[:200]!r}")
+        self.received += len(chunk)
+        self.buf += chunk
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_head(self) -> tuple[int, str, list[tuple[str, str]], int]:
+        start = self.received - len(self.buf)
+        line = self._line()
+        parts = line.decode("latin-1").split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+            raise AssertionError(f"not an HTTP status line: {line!r}")
+        headers = []
+        while True:
+            h = self._line()
+            if not h:
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            headers.append((k.strip(), v.strip()))
+        return int(parts[1]), parts[2] if len(parts) > 2 else "", headers, start
+
+    def read_response(self, head: bool = False) -> Response:
+        """One final response (1xx interim responses are skipped)."""
+        while True:
+            status, reason, headers, start = self.read_head()
+            if not 100 <= status < 200 or status == 101:
+                break
+        r = Response(status, reason, headers, b"", 0)
+        te = (r.header("transfer-encoding") or "").lower()
+        cl = r.header("content-length")
+        if head or status in (101, 204, 304):
+            body = b""
+        elif "chunked" in te:
+            parts = []
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():  # trailers
+                        pass
+                    break
+                parts.append(self._exact(size))
+                if self._exact(2) != b"\r\n":
+                    raise AssertionError("bad chunk framing")
+            body = b"".join(parts)
+        elif cl is not None:
+            body = self._exact(int(cl))
+        else:
+            body = self.read_to_close()
+        r.body = body
+        r.raw_len = (self.received - len(self.buf)) - start
+        return r
+
+    def read_to_close(self) -> bytes:
+        try:
+            while True:
+                self._fill()
+        except Closed:
+            pass
+        out, self.buf = self.buf, b""
+        return out
+
+    def at_eof(self, timeout: float = 3.0) -> bool:
+        """True when the peer closes (EOF or reset) within timeout with no further bytes."""
+        if self.buf:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        self.received += len(data)
+        self.buf += data
+        return not data
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Conn":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def build_request(method: str = "GET", path: str = "/", headers: Iterable[tuple[str, str]] = (),
+                  body: bytes | None = None, host: str = "test.local") -> bytes:
+    hs = list(headers)
+    names = {k.lower() for k, _ in hs}
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}"] if "host" not in names else [f"{method} {path} HTTP/1.1"]
+    lines += [f"{k}: {v}" for k, v in hs]
+    if body is not None and "content-length" not in names and "transfer-encoding" not in names:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+def get(port: int, path: str = "/", headers: Iterable[tuple[str, str]] = (), host: str = "test.local",
+        method: str = "GET", body: bytes | None = None, timeout: float = 5.0) -> Response:
+    """One request on a fresh connection."""
+    with Conn(port, timeout=timeout) as c:
+        return c.request(method, path, headers, body, host)
+
+
+def nginx_echo(r: Response) -> dict[str, str]:
+    """Backend A's echo body: uri|x-env|x-forwarded-for|x-debug|x-route|host|method."""
+    keys = ("uri", "x_env", "xff", "x_debug", "route", "host", "method")
+    return dict(zip(keys, r.text.rstrip("\n").split("|")))
+
+
+# ---- config builders ----
+
+def cluster(name: str, *addresses: str, **kw: object) -> Cluster:
+    return Cluster(name=name, endpoints=tuple(Endpoint(address=a) for a in addresses), **kw)  # type: ignore[arg-type]
+
+
+def rule(name: str, *backends: str | tuple[str, int], prefix: str | None = None, exact: str | None = None,
+         headers: Iterable[tuple[str, str]] = (), method: str | None = None,
+         matches: tuple[Match, ...] | None = None, hostnames: Iterable[str] = (),
+         timeouts: Timeouts | None = None, retry: Retry | None = None, filters: Iterable[Filter] = (),
+         tag: bool = False) -> Rule:
+    """An HTTP rule; with no path given it matches PathPrefix "/" (what parse_config fills in).
+    tag=True adds a filter setting x-route: <name> so backend A's echo shows which rule served."""
+    if matches is None:
+        path = PathMatch("Exact", exact) if exact is not None else PathMatch("PathPrefix", prefix or "/")
+        matches = (Match(path=path, headers=tuple(HeaderMatch(k, v) for k, v in headers), method=method),)
+    fs = list(filters)
+    if tag:
+        fs.append(Filter(request_header_modifier=HeaderModifier(set=(Header("x-route", name),))))
+    bs = tuple(Backend(cluster=b) if isinstance(b, str) else Backend(cluster=b[0], weight=b[1]) for b in backends)
+    return Rule(name=name, backends=bs, matches=matches, hostnames=tuple(hostnames),
+                timeouts=timeouts or Timeouts(), retry=retry or Retry(), filters=tuple(fs))
+
+
+def tcp_rule(cluster_name: str) -> Rule:
+    return Rule(name="tcp", backends=(Backend(cluster=cluster_name),))
+
+
+def http_listener(port: int, *rules: Rule, name: str = "web") -> Listener:
+    return Listener(name=name, address=f"127.0.0.1:{port}", protocol="http", rules=tuple(rules))
+
+
+def tcp_listener(port: int, cluster_name: str, name: str = "tcp") -> Listener:
+    return Listener(name=name, address=f"127.0.0.1:{port}", protocol="tcp", rules=(tcp_rule(cluster_name),))
+
+
+def config(listeners: Iterable[Listener], clusters: Iterable[Cluster], generation: int = 1,
+           limits: Limits | None = None) -> Config:
+    return Config(generation=generation, limits=limits or Limits(request_header_timeout="2s"),
+                  listeners=tuple(listeners), clusters=tuple(clusters))
+
+
+def header_filter(set: Iterable[tuple[str, str]] = (), add: Iterable[tuple[str, str]] = (),  # noqa: A002
+                  remove: Iterable[str] = ()) -> Filter:
+    return Filter(request_header_modifier=HeaderModifier(set=tuple(Header(k, v) for k, v in set),
+                                                         add=tuple(Header(k, v) for k, v in add),
+                                                         remove=tuple(remove)))
+
+
+def rewrite_filter(prefix: str) -> Filter:
+    return Filter(url_rewrite=UrlRewrite(replace_prefix_match=prefix))
+
+
+# ---- stats ----
+
+ZERO_CODES = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
+
+
+def wait_codes(core, listener: str, route: str, timeout: float = 3.0, **expected: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """Wait until rule_stats()[(listener, route)]["codes"] equals ZERO_CODES updated with
+    expected (keys like s2xx=3 or "2xx"), then return that rule's stats. A response is counted
+    on the worker right after its bytes are queued, so a client can see it a moment earlier."""
+    want = dict(ZERO_CODES)
+    for k, v in expected.items():
+        want[k.lstrip("s")] = v
+
+    def ready():  # type: ignore[no-untyped-def]
+        st = core.rule_stats().get((listener, route))
+        return st if st and st["codes"] == want else None
+
+    try:
+        return wait_for(ready, timeout, f"codes of {(listener, route)} to be {want}")
+    except AssertionError:
+        raise AssertionError(f"rule_stats{(listener, route)} = {core.rule_stats().get((listener, route))}, "
+                             f"expected codes {want}") from None
