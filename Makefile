@@ -13,13 +13,14 @@ CORE_SRC := $(wildcard sidecar/core/*.c sidecar/core/*.h) sidecar/build_core.py
 APT_PACKAGES := gcc make pkg-config liburing-dev node-llhttp libseccomp-dev \
                 nginx-light haproxy curl wrk strace runc prometheus clang-14 libclang-rt-14-dev
 
-.PHONY: help setup apt test unit integration e2e demo bench bench-quick clean
+.PHONY: help setup apt test unit integration e2e demo bench bench-quick clean cluster-up cluster-down
 
 help:
 	@echo "make demo    run Ringlane on the embedded local cluster (sets everything up)"
 	@echo "make test    unit + integration + e2e tests (sets everything up)"
 	@echo "make setup   apt packages, Python venv in $(VENV), the C core build"
 	@echo "make bench   side-by-side benchmarks (bench/)"
+	@echo "make cluster-up / cluster-down   the local Kubernetes used by demo and e2e"
 
 setup: apt $(VENV)/.deps $(VENV)/.core $(VENV)/bin/helm
 
@@ -56,8 +57,17 @@ unit: setup
 integration: setup
 	$(PYTEST) -q tests/integration
 
+# The end-to-end tests bring the local cluster up themselves and always tear it down.
 e2e: setup
-	@if [ -d e2e/tests ]; then $(PYTEST) -q -m e2e e2e/tests; else echo "e2e: no end-to-end tests yet (local cluster issue)"; fi
+	$(PYTEST) -q -m e2e e2e tests
+
+# A local Kubernetes (etcd, apiserver, controllers, containerd, kubelet, kube-proxy) on this
+# machine; the last line printed is `export KUBECONFIG=...`.
+cluster-up: setup
+	@e2e/cluster/up.sh
+
+cluster-down:
+	@e2e/cluster/down.sh
 
 demo: setup
 	@scripts/demo.sh
