@@ -49,7 +49,10 @@ RUN apt-get update \
 COPY --from=build /opt/ringlane /opt/ringlane
 ENV PATH=/opt/ringlane/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-# Non-root numeric user, so runAsNonRoot can verify it without /etc/passwd.
+# Non-root numeric user, so runAsNonRoot can verify it; named in /etc/passwd because
+# libraries ask for the user's name (kopf's peering identity calls getpass.getuser()).
+RUN echo 'ringlane:x:65532:65532:ringlane:/nonexistent:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'ringlane:x:65532:' >> /etc/group
 USER 65532:65532
 WORKDIR /
 CMD ["ringlane-sidecar", "probe"]

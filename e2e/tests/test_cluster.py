@@ -124,8 +124,9 @@ def test_node_ready_with_static_cpu_manager(cluster):
     node = json.loads(cluster.kubectl("get", "node", "ringlane-node", "-o", "json").stdout)
     ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
     assert ready == "True"
-    # reservedSystemCPUs "0" shows as one CPU less allocatable than capacity.
-    assert int(node["status"]["capacity"]["cpu"]) - int(node["status"]["allocatable"]["cpu"]) == 1
+    # kubeReserved cpu 100m: allocatable is capacity minus 100m (CPU 0 stays in the shared pool).
+    assert node["status"]["allocatable"]["cpu"] == f'{int(node["status"]["capacity"]["cpu"]) * 1000 - 100}m'
+
 
 
 # --- workloads ---------------------------------------------------------------------

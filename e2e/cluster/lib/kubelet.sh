@@ -1,9 +1,11 @@
 # kubelet: one node, runtime = our containerd. Sourced.
 #
 # Choices that matter for Ringlane's tests:
-# - cpuManagerPolicy static + reservedSystemCPUs "0": on this 2-CPU host a
-#   Guaranteed container asking for cpu: 1 gets CPU 1 to itself; everything
-#   else shares CPU 0.
+# - cpuManagerPolicy static + kubeReserved cpu 100m: the static policy keeps
+#   ceil(100m) = CPU 0 out of exclusive allocation, so a Guaranteed container
+#   asking for cpu: 1 gets CPU 1 to itself and everything else shares CPU 0,
+#   while allocatable stays 1900m: room for a pinned sidecar (1) next to its
+#   app container (a fraction). reservedSystemCPUs "0" would leave only 1000m.
 # - seccompDefault: pods without a profile run RuntimeDefault, like hardened
 #   clusters; Localhost profiles are read from <root-dir>/seccomp/, which is
 #   $KUBELET_ROOT/seccomp (tests write profiles there).
@@ -25,7 +27,7 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 cpuManagerPolicy: static
-reservedSystemCPUs: "0"
+kubeReserved: {cpu: 100m}
 seccompDefault: true
 address: $ip
 port: 10250

@@ -1,0 +1,32 @@
+"""A tiny HTTP backend for the end-to-end tests: answers every request with JSON naming the
+backend (BACKEND env), the pod, the path and the request headers. Standard library only,
+so it runs in the plain testbox image (passed in with `python3 -c`)."""
+import json
+import os
+import socket
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802
+        body = json.dumps({
+            "backend": os.environ.get("BACKEND", "?"),
+            "pod": socket.gethostname(),
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+        }).encode() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Echo).serve_forever()
