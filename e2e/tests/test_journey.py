@@ -224,6 +224,118 @@ def test_route_changes_converge_quickly(installed: Any, app: dict[str, Any]) -> 
     wait_until(lambda: len({b["pod"] for b in send(ip, 8080, 60)[1]}) == 3, 60, "scale up to be seen")
 
 
+# ---- faults (on the running setup, before the clean-up step) -------------------------------
+
+def _raw(ip: str, data: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection((ip, 8080), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except socket.timeout:
+            pass
+        return out
+
+
+@pytest.mark.parametrize("payload,status", [
+    (b"POST /api HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b" 400 "),
+    (b"GET /api HTTP/1.1\nHost: shop.example.com\n\n", b" 400 "),
+    (b"GET /api HTTP/1.1\r\nHost: shop.example.com\r\nX: a\r\n b\r\n\r\n", b" 400 "),
+    (b"GET /api HTTP/1.1\r\nHost: shop.example.com\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b" 431 "),
+], ids=["cl-te", "bare-lf", "obs-fold", "oversized-head"])
+def test_hostile_http_is_rejected_and_the_sidecar_stays_healthy(app: dict[str, Any], payload: bytes,
+                                                                 status: bytes) -> None:
+    ip = app["status"]["podIP"]
+    assert status in _raw(ip, payload).split(b"\r\n", 1)[0]
+    seen, _ = send(ip, 8080, 20)
+    assert sum(seen.values()) == 20 and not [k for k in seen if k.startswith("status-")]
+
+
+def test_malformed_proxyroutes_are_rejected_with_the_field(installed: Any) -> None:
+    bad = proxyroute(NS)
+    bad["spec"]["rules"][0]["backendRefs"][0]["weight"] = -1
+    r = installed.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert r.returncode != 0 and "weight" in r.stderr, r.stderr
+    bad = proxyroute(NS)
+    bad["spec"]["rules"][0]["timeouts"] = {"request": "1s", "backendRequest": "5s"}
+    r = installed.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert r.returncode != 0 and "backendRequest" in r.stderr, r.stderr
+
+
+def test_webhook_unavailable_fails_closed_only_where_injected(installed: Any, app: dict[str, Any]) -> None:
+    c = installed
+    c.kubectl("scale", "-n", SYSTEM, "deployment/ringlane", "--replicas=0")
+    try:
+        c.kubectl("wait", "--for=delete", "pod", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator",
+                  "--timeout=60s", timeout=90, check=False)
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
+               "spec": {"containers": [{"name": "c", "image": "localhost/ringlane-testbox:dev",
+                                        "imagePullPolicy": "Never", "command": ["sleep", "1"]}]}}
+        r = c.kubectl("apply", "-n", NS, "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+        assert r.returncode != 0 and "inject.ringlane.io" in r.stderr, r.stderr  # fails closed, says why
+        r = c.kubectl("apply", "-n", "default", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+        assert r.returncode == 0, r.stderr                                          # others unaffected
+        seen, _ = send(app["status"]["podIP"], 8080, 50)                             # the data plane does not care
+        assert sum(seen.values()) == 50
+    finally:
+        c.kubectl("scale", "-n", SYSTEM, "deployment/ringlane", "--replicas=1")
+        c.kubectl("rollout", "status", "-n", SYSTEM, "deployment/ringlane", "--timeout=180s", timeout=200)
+
+
+def test_operator_killed_while_traffic_flows(installed: Any, app: dict[str, Any]) -> None:
+    import threading
+
+    ip, errors, total = app["status"]["podIP"], [], [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            seen, _ = send(ip, 8080, 20)
+            total[0] += sum(seen.values())
+            errors.extend(k for k in seen if k.startswith("status-"))
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        installed.kubectl("delete", "pod", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator", "--wait=true")
+        installed.kubectl("rollout", "status", "-n", SYSTEM, "deployment/ringlane", "--timeout=180s", timeout=200)
+        # After the restart the operator converges: a change is served.
+        installed.apply(proxyroute(NS, (0, 100)))
+        wait_until(lambda: send(ip, 8080, 5)[0] == {"api-canary": 5}, 60, "the restarted operator's change")
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert total[0] > 0 and not errors, (total, errors[:5])
+    pod = json.loads(installed.kubectl("get", "pod", "-n", NS, app["metadata"]["name"], "-o", "json").stdout)
+    assert [c["name"] for c in pod["spec"].get("initContainers", [])].count("ringlane-proxy") == 1
+
+
+def test_io_uring_blocked_on_the_node_falls_back_to_epoll(installed: Any, app: dict[str, Any]) -> None:
+    """The node's profile for the sidecar stops allowing io_uring: a new sidecar says so and serves on epoll."""
+    profile = installed.seccomp_dir / "ringlane" / "proxy-io_uring.json"
+    original = profile.read_text()
+    epoll = (installed.seccomp_dir / "ringlane" / "proxy-epoll.json").read_text()
+    name = app["metadata"]["name"]
+    try:
+        profile.write_text(epoll)
+        installed.kubectl("delete", "pod", "-n", NS, name, "--wait=true")
+        installed.kubectl("rollout", "status", "-n", NS, "deployment/web", "--timeout=180s", timeout=200)
+        pod = pod_of(installed, "app=web")
+        view = json.loads(sidecar_exec(installed, pod, "python3", "-c",
+                                       "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9901/config').read().decode())"))
+        assert view["engine"] == "epoll" and "EPERM" in view["engine_reason"], view
+        logs = installed.kubectl("logs", "-n", NS, pod["metadata"]["name"], "-c", "ringlane-proxy").stdout
+        assert '"engine": "epoll"' in logs
+        wait_until(lambda: _get_ok(pod["status"]["podIP"]), 60, "the epoll sidecar to serve")
+    finally:
+        profile.write_text(original)
+    installed.kubectl("delete", "pod", "-n", NS, "-l", "app=web", "--wait=true")
+    installed.kubectl("rollout", "status", "-n", NS, "deployment/web", "--timeout=180s", timeout=200)
+    app.update(pod_of(installed, "app=web"))  # later steps use the new pod
+    wait_until(lambda: _get_ok(app["status"]["podIP"]), 60, "the io_uring sidecar to serve again")
+
+
 def test_delete_and_uninstall_leave_nothing(installed: Any, app: dict[str, Any]) -> None:
     """Step 7: deleting the ProxyRoute stops the routing; helm uninstall leaves only the CRD."""
     ip = app["status"]["podIP"]

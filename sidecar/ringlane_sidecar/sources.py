@@ -60,11 +60,13 @@ def watch_configmap(namespace: str, name: str, key: str, on_text: Callable[[str 
     def run() -> None:
         from kubernetes import client, config, watch
 
-        config.load_incluster_config()
-        api = client.CoreV1Api()
         backoff = 0.5
+        api = None
         while not stop.is_set():
             try:
+                if api is None:  # no token yet (or a bad one): log, keep the file config, retry
+                    config.load_incluster_config()
+                    api = client.CoreV1Api()
                 w = watch.Watch()
                 for ev in w.stream(api.list_namespaced_config_map, namespace,
                                    field_selector=f"metadata.name={name}", timeout_seconds=300):
