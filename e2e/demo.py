@@ -43,7 +43,7 @@ def main() -> None:
     small = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
     apply([echo_deployment(NS, "api", 3, {"app": "api"}), service(NS, "api", {"app": "api"}),
            echo_deployment(NS, "api-canary", 1, {"app": "api-canary"}), service(NS, "api-canary", {"app": "api-canary"}),
-           echo_deployment(NS, "web", 1, {"app": "web"}, port=9000, resources=small)])
+           echo_deployment(NS, "web", 1, {"app": "web"}, port=9000, resources=small, inject=True)])
     for d in ("api", "api-canary", "web"):
         kubectl("rollout", "status", "-n", NS, f"deployment/{d}", "--timeout=180s")
     print("==> kubectl apply ProxyRoute shop: /api with x-user: demo -> api 90% / api-canary 10%")

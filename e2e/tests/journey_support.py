@@ -13,7 +13,9 @@ TESTBOX = "localhost/ringlane-testbox:dev"
 
 
 def echo_deployment(ns: str, name: str, replicas: int, labels: dict[str, str], port: int = 8080,
-                    resources: dict[str, Any] | None = None) -> dict[str, Any]:
+                    resources: dict[str, Any] | None = None, inject: bool = False) -> dict[str, Any]:
+    """inject=False opts the pods out (label ringlane.io/inject=false): backends need no sidecar,
+    and this 2-CPU node can pin only one."""
     container: dict[str, Any] = {
         "name": "app", "image": TESTBOX, "imagePullPolicy": "Never",
         "command": ["python3", "-c", ECHO],
@@ -29,7 +31,7 @@ def echo_deployment(ns: str, name: str, replicas: int, labels: dict[str, str], p
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels},
+            "template": {"metadata": {"labels": labels if inject else {**labels, "ringlane.io/inject": "false"}},
                          "spec": {"containers": [container], "terminationGracePeriodSeconds": 30}},
         },
     }

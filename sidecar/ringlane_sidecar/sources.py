@@ -67,9 +67,13 @@ def watch_configmap(namespace: str, name: str, key: str, on_text: Callable[[str 
                 if api is None:  # no token yet (or a bad one): log, keep the file config, retry
                     config.load_incluster_config()
                     api = client.CoreV1Api()
+                # List first (a quorum read): the current object is applied even if the watch
+                # that follows fails, so every retry converges at worst at the backoff interval.
+                listed = api.list_namespaced_config_map(namespace, field_selector=f"metadata.name={name}")
+                on_text(((listed.items[0].data or {}) if listed.items else {}).get(key))
                 w = watch.Watch()
-                for ev in w.stream(api.list_namespaced_config_map, namespace,
-                                   field_selector=f"metadata.name={name}", timeout_seconds=300):
+                for ev in w.stream(api.list_namespaced_config_map, namespace, field_selector=f"metadata.name={name}",
+                                   resource_version=listed.metadata.resource_version, timeout_seconds=300):
                     if stop.is_set():
                         w.stop()
                         break

@@ -8,6 +8,10 @@
 # RINGLANE_AGGREGATOR_ROUTING=1: the apiserver dials a webhook Service's
 # endpoints (pod IPs) instead of its ClusterIP, so webhooks work without
 # kube-proxy (verified). Off by default: kube-proxy runs, as in real clusters.
+# --watch-cache=false: Debian's etcd is 3.4.23, older than the 1.34 watch cache expects (no
+# reliable progress notifications); its caches fell behind ("Too large resource version",
+# "required revision has been compacted") and watches stalled. Without the cache every watch
+# is served from etcd directly, which a one-node test cluster affords easily.
 start_apiserver() {
   local ip="$1" aggregator_routing=false
   [[ "${RINGLANE_AGGREGATOR_ROUTING:-0}" =~ ^(1|true)$ ]] && aggregator_routing=true
@@ -29,6 +33,7 @@ start_apiserver() {
     --allow-privileged=true \
     --enable-aggregator-routing="$aggregator_routing" \
     --profiling=false \
+    --watch-cache=false \
     --v=1
   WAIT_LOG="$LOGS/kube-apiserver.log" wait_for "kube-apiserver /readyz" 90 \
     kctl get --raw /readyz
