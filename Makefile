@@ -49,6 +49,7 @@ test: setup
 	$(PYTEST) -q -m "not e2e"
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	$(MAKE) --no-print-directory asan
+	$(MAKE) --no-print-directory bench-quick
 	$(MAKE) --no-print-directory e2e
 
 unit: setup
@@ -73,10 +74,11 @@ demo: setup
 	@scripts/demo.sh
 
 bench: setup
-	@echo "bench: the benchmark harness is not built yet (benchmarks issue)"; exit 1
+	@scripts/ensure-apt.sh libnginx-mod-stream
+	.venv/bin/python bench/run.py --full
 
 bench-quick: setup
-	@echo "bench-quick: the benchmark harness is not built yet (benchmarks issue)"; exit 1
+	.venv/bin/python bench/run.py --quick
 
 clean:
 	rm -rf build sidecar/ringlane_sidecar/_core*.so sidecar/ringlane_sidecar/_core.c *.egg-info

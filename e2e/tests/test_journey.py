@@ -350,8 +350,13 @@ def test_delete_and_uninstall_leave_nothing(installed: Any, app: dict[str, Any])
         except OSError:
             return True  # no route left: the listener is gone
     wait_until(unrouted, 30, "traffic to stop being routed")
-    wait_until(lambda: installed.kubectl("get", "configmap", "-n", NS, "ringlane-routes", check=False).returncode != 0,
-               60, "the routes ConfigMap to be garbage-collected")
+    def rules_left() -> int:
+        out = installed.kubectl("get", "configmap", "-n", NS, "ringlane-routes", "-o", "jsonpath={.data.config\\.json}",
+                                check=False).stdout
+        return len(json.loads(out)["listeners"]) if out else 0
+    # The operator publishes an empty config (sidecars stop serving) rather than deleting it
+    # (which would leave them on their last rules).
+    wait_until(lambda: rules_left() == 0, 60, "the route's rules to leave the routes ConfigMap")
     installed.kubectl("delete", "namespace", NS, "--wait=true", timeout=180)
     r = subprocess.run([str(installed.helm_bin), "uninstall", "ringlane", "--namespace", SYSTEM, "--wait",
                         "--timeout", "120s"], env=installed.env(), capture_output=True, text=True, timeout=180)

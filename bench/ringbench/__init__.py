@@ -1,0 +1,1 @@
+"""Ringlane's side-by-side benchmark harness (driven by bench/run.py)."""
