@@ -361,9 +361,12 @@ def test_delete_and_uninstall_leave_nothing(installed: Any, app: dict[str, Any])
     r = subprocess.run([str(installed.helm_bin), "uninstall", "ringlane", "--namespace", SYSTEM, "--wait",
                         "--timeout", "120s"], env=installed.env(), capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr
-    left = installed.kubectl("get", "all,secrets,configmaps,serviceaccounts", "-n", SYSTEM, "-o", "name",
-                             check=False).stdout.split()
-    assert [x for x in left if "ringlane" in x and "kube-root-ca" not in x] == []
+    def leftovers() -> list[str]:
+        left = installed.kubectl("get", "all,secrets,configmaps,serviceaccounts", "-n", SYSTEM, "-o", "name",
+                                 check=False).stdout.split()
+        return [x for x in left if "ringlane" in x and "kube-root-ca" not in x]
+    # Pods terminate after their owners are gone (grace period): wait for the namespace to empty.
+    wait_until(lambda: not leftovers(), 120, "the release's objects to be gone", 1.0)
     for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations", "clusterroles",
                  "clusterrolebindings"):
         names = installed.kubectl("get", kind, "-o", "name").stdout.split()
