@@ -7,6 +7,12 @@ each one runs once on io_uring and once on epoll. Every wait is a condition with
 """
 from __future__ import annotations
 
+import os as _os  # noqa: E402 (must run before the imports below spawn anything)
+
+# `make asan` preloads the sanitizer runtimes into this Python so the instrumented core can
+# load; the peers the tests start (curl, nginx) must not inherit that.
+_os.environ.pop("LD_PRELOAD", None)
+
 import hashlib
 import os
 import shutil
