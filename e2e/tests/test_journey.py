@@ -302,8 +302,11 @@ def test_operator_killed_while_traffic_flows(installed: Any, app: dict[str, Any]
     try:
         installed.kubectl("delete", "pod", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator", "--wait=true")
         installed.kubectl("rollout", "status", "-n", SYSTEM, "deployment/ringlane", "--timeout=180s", timeout=200)
-        # After the restart the operator converges: a change is served.
-        installed.apply(proxyroute(NS, (0, 100)))
+        # After the restart the operator converges: a change is served. The validating webhook
+        # (failurePolicy Fail) refuses changes until the Service routes to the new pod: retry.
+        body = json.dumps(proxyroute(NS, (0, 100)))
+        wait_until(lambda: installed.kubectl("apply", "-f", "-", input=body, check=False).returncode == 0, 60,
+                   "the restarted operator's webhook to accept the change", 0.5)
         wait_until(lambda: send(ip, 8080, 5)[0] == {"api-canary": 5}, 60, "the restarted operator's change")
     finally:
         stop.set()
