@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +53,12 @@ def main() -> None:
     print(kubectl("get", "proxyroutes", "-n", NS))
     pod = json.loads(kubectl("get", "pods", "-n", NS, "-l", "app=web", "-o", "json"))["items"][0]
     name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-    wait_until(lambda: get(ip, 8080, "/api/x", {"Host": "shop.example.com", "x-user": "demo"})[0] == 200, 60,
-               "the sidecar to serve the route")
+    def serving() -> bool:
+        try:
+            return get(ip, 8080, "/api/x", {"Host": "shop.example.com", "x-user": "demo"}, timeout=2)[0] == 200
+        except OSError:
+            return False
+    wait_until(serving, 60, "the sidecar to serve the route")
     status = kubectl("exec", "-n", NS, name, "-c", "ringlane-proxy", "--", "cat", "/proc/1/status")
     fields = {k: v.strip() for k, v in (line.split(":", 1) for line in status.splitlines() if ":" in line)}
     cfg = json.loads(kubectl("exec", "-n", NS, name, "-c", "ringlane-proxy", "--", "python3", "-c",
