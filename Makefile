@@ -90,7 +90,7 @@ FUZZ_SRC := sidecar/core/fuzz/rl_fuzz_request.c sidecar/core/rl_http_head.c side
             sidecar/core/rl_cfg.c sidecar/core/rl_buf.c sidecar/core/rl_conn.c \
             sidecar/core/rl_llhttp_llhttp.c sidecar/core/rl_llhttp_api.c sidecar/core/rl_llhttp_http.c
 .PHONY: fuzz fuzz-build apt-fuzz
-fuzz-build: apt-fuzz $(FUZZ_BIN)
+fuzz-build: setup apt-fuzz $(FUZZ_BIN)
 apt-fuzz:
 	@scripts/ensure-apt.sh clang-14 libclang-rt-14-dev
 $(FUZZ_BIN): $(FUZZ_SRC) $(wildcard sidecar/core/*.h)

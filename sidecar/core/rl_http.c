@@ -224,10 +224,10 @@ static void head_done(rl_worker *w, rl_http_client *c)
     c->upgrade = (uint8_t)rq.upgrade;
     c->method = (uint8_t)rq.method;
     c->state = C_BODY;
-    if (rq.bad_host) {
+    if (rq.reject) {
         c->stat_slot = c->lc->noroute_slot;
         c->keepalive = 0;
-        return respond_error(w, c, 400);
+        return respond_error(w, c, rq.reject);
     }
     c->rule = rl_http_route(cfg, c->lc, h, &rq);
     c->stat_slot = c->rule ? c->rule->slot : c->lc->noroute_slot;

@@ -39,7 +39,7 @@ typedef struct rl_http_req {
     int keepalive;
     int upgrade;
     int idempotent;
-    int bad_host; /* missing (HTTP/1.1) or repeated Host: answered 400 */
+    int reject;   /* a status to answer instead of routing (400, 505), else 0 */
 } rl_http_req;
 
 /* rl_http_head.c */

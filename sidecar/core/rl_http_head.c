@@ -134,7 +134,13 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     }
     /* RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; two could route on one and be
      * served on the other. */
-    rq->bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1);
+    int bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1);
+    /* Only HTTP/1.x is relayed: an HTTP/0.9 line or a stray HTTP/2 preface method cannot be
+     * rewritten into a request the upstream would read the same way. */
+    if (p->http_major != 1)
+        rq->reject = 505;
+    else if (bad_host || rq->method == HTTP_PRI)
+        rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     rq->keepalive = llhttp_should_keep_alive(p);

@@ -51,6 +51,15 @@ SMUGGLING = {
     "negative_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
     "space_in_target": b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
     "not_http": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n",
+    # the HTTP/2 preface method on an HTTP/1.1 line (found by the fuzzer)
+    "pri_method": b"PRI /api HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+# Not HTTP/1.x: answered 505, never rewritten into an HTTP/1.1 request for the backend.
+WRONG_VERSION = {
+    "http09": b"GET /api\r\nHost: x\r\n\r\n",
+    "http09_pri": b"PRI /api/u\r\nx-canary: 1\r\n\r\n",
+    "http2_line": b"GET / HTTP/2.0\r\nHost: x\r\n\r\n",
 }
 
 
@@ -67,6 +76,17 @@ def test_hostile_request_gets_400(core, nginx, shape) -> None:
     healthy(port)
     if shape not in BODY_LEVEL:
         assert c.cluster_stats()["a"]["requests"] == 1  # only the health check reached the backend
+
+
+@pytest.mark.parametrize("shape", sorted(WRONG_VERSION))
+def test_wrong_http_version(core, nginx, shape) -> None:
+    port = free_port()
+    c = core(nginx_cfg(port, nginx))
+    with Conn(port) as conn:
+        conn.send(WRONG_VERSION[shape])
+        expect_status_then_eof(conn, 505)
+    healthy(port)
+    assert c.cluster_stats()["a"]["requests"] == 1  # nothing but the health check reached nginx
 
 
 def test_hostile_pipelined_after_good_request(core, nginx) -> None:

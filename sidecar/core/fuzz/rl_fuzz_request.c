@@ -70,7 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *body = llhttp_get_error_pos(&parser);
         rl_http_req rq;
         rl_http_req_facts(head, &parser, &rq);
-        const rl_rule *r = rl_http_route(cfg, &cfg->listeners[0], head, &rq);
+        /* The proxy answers a rejected request itself; only the rest is routed and rewritten. */
+        const rl_rule *r = rq.reject ? NULL : rl_http_route(cfg, &cfg->listeners[0], head, &rq);
         if (r) {
             rl_outq q;
             memset(&q, 0, sizeof(q));
