@@ -78,12 +78,14 @@ def _timeouts(t: Spec) -> Timeouts:
 
 
 def _retry(r: Spec, http: bool) -> Retry:
-    """GEP-1731 -> sidecar: connect failures are always retried; codes become "503" strings."""
+    """GEP-1731 -> sidecar: connect failures (and for HTTP, resets before any response byte:
+    the sidecar retries those only for idempotent requests) are retried; codes become "503"."""
     attempts = int(r.get("attempts", 0))
     if attempts <= 0:
         return Retry()
     on = ["connect-failure"]
     if http:
+        on.append("reset")
         for code in r.get("codes") or ():
             if str(int(code)) not in on:
                 on.append(str(int(code)))

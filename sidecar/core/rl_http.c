@@ -530,6 +530,14 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
         arm(w, c, 0);
         return finish_request(w, c);
     }
+    /* The keep-alive race: the upstream closed a pooled connection as we reused it, without a
+     * byte of response. It processed nothing, so an idempotent request goes again on another
+     * connection whatever the retry policy (as browsers and Go's client do); not counted as
+     * an attempt. Each stale connection fails once and leaves the pool, so this ends. */
+    if (u->reused && !u->heard && !c->resp_started && c->idempotent && !c->has_body && !c->upgrade) {
+        c->attempts--;
+        return start_attempt(w, c);
+    }
     /* Reset or EOF before the response ended. */
     retry_or_fail(w, c, RL_RETRY_RESET, 0, 502);
 }

@@ -73,6 +73,8 @@ typedef struct rl_http_up {
     socklen_t addrlen;
     uint32_t cluster_slot, idle_ms;
     uint8_t state, method, retry_status, closed, shut_pending;
+    uint8_t reused; /* taken from the pool for this request: the upstream may have closed it */
+    uint8_t heard;  /* a response byte arrived for this request */
     /* Response head rewrite (hop-by-hop headers out, "Connection: close" in when it is the
      * connection's last): offsets into the buffer being parsed, valid while its head is in it. */
     const char *resp_base;

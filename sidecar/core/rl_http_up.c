@@ -94,7 +94,8 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         u->state = U_BUSY;
         u->client = c;
         u->idle_ms = cl->idle_timeout_ms;
-        u->rewrite = u->retry_status = 0;
+        u->rewrite = u->retry_status = u->heard = 0;
+        u->reused = 1;
         llhttp_init(&u->parser, HTTP_RESPONSE, settings);
         u->parser.data = u;
         return u;
@@ -181,8 +182,10 @@ static void on_connected(rl_worker *w, rl_sock *s, int err)
 static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
 {
     rl_http_up *u = s->owner;
-    if (u->client)
+    if (u->client) {
+        u->heard = 1;
         return rl_http_on_up_data(w, u->client, u, bid, len);
+    }
     /* Bytes from an idle upstream are a protocol error: drop the connection. */
     rl_buf_unref(w, bid);
     up_close(w, u);

@@ -215,8 +215,8 @@ def test_each_pod_gets_the_rules_of_its_selector() -> None:
 
 
 @pytest.mark.parametrize("retry,expected", [
-    ({"attempts": 2, "codes": [503, 502], "backoff": "100ms"}, (2, ("connect-failure", "503", "502"), "100ms")),
-    ({"attempts": 1}, (1, ("connect-failure",), "25ms")),
+    ({"attempts": 2, "codes": [503, 502], "backoff": "100ms"}, (2, ("connect-failure", "reset", "503", "502"), "100ms")),
+    ({"attempts": 1}, (1, ("connect-failure", "reset"), "25ms")),
     ({"attempts": 0, "codes": [503]}, (0, (), "25ms")),
     ({}, (0, (), "25ms")),
 ])
