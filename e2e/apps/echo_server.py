@@ -4,6 +4,8 @@ so it runs in the plain testbox image (passed in with `python3 -c`)."""
 import json
 import os
 import socket
+import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -11,6 +13,9 @@ class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):  # noqa: N802
+        # ?delay_ms=N holds the response (requests in flight for the drain test).
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        time.sleep(min(int(query.get("delay_ms", ["0"])[0]), 30000) / 1000)
         body = json.dumps({
             "backend": os.environ.get("BACKEND", "?"),
             "pod": socket.gethostname(),

@@ -1,6 +1,7 @@
 """The user journey on the local cluster, in order: helm install, opt a namespace in, deploy,
 route with a ProxyRoute, check pinning/seccomp/engine and the traffic split, scrape with a real
-Prometheus, change the route and measure convergence, then delete and uninstall."""
+Prometheus, change the route and measure convergence, then delete and uninstall. The faults
+it must survive are in test_faults.py."""
 from __future__ import annotations
 
 import json
@@ -15,73 +16,26 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from journey_support import (echo_deployment, get, percentile, proxyroute, send, service, wait_until)
+from cluster_steps import NS, ROOT, SYSTEM, deploy_app, helm_install, sidecar_exec
+from journey_support import get, percentile, proxyroute, send, wait_until
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parents[2]
-NS = "shop-e2e"
-SYSTEM = "ringlane-system"
 RESULTS = ROOT / "e2e" / "results"
-APP_RESOURCES = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
 
 @pytest.fixture(scope="module")
 def installed(cluster: Any) -> Iterator[Any]:
     """Step 1: helm install from the image the Dockerfile built; the operator becomes Ready."""
-    r = subprocess.run([str(cluster.helm_bin), "upgrade", "--install", "ringlane", str(ROOT / "charts" / "ringlane"),
-                        "--namespace", SYSTEM, "--create-namespace", "--wait", "--timeout", "240s",
-                        "--set", f"seccomp.hostDir={cluster.seccomp_dir}", "--set", "image.pullPolicy=Never"],
-                       env=cluster.env(), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    r = helm_install(cluster)
     assert "kubectl label namespace" in r.stdout  # NOTES.txt tells the user what to do next
     yield cluster
-
-
-def pod_of(cluster: Any, selector: str) -> dict[str, Any]:
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", NS, "-l", selector, "-o", "json").stdout)["items"]
-    running = [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
-    assert running, f"no running pod for {selector}"
-    return running[0]
 
 
 @pytest.fixture(scope="module")
 def app(installed: Any) -> Iterator[dict[str, Any]]:
     """Step 2-3: label the namespace, deploy backends and the app, apply the ProxyRoute."""
-    c = installed
-    c.kubectl("create", "namespace", NS, check=False)
-    c.kubectl("label", "namespace", NS, "ringlane.io/injection=enabled", "--overwrite")
-    c.apply([echo_deployment(NS, "api", 3, {"app": "api"}), service(NS, "api", {"app": "api"}),
-             echo_deployment(NS, "api-canary", 1, {"app": "api-canary"}),
-             service(NS, "api-canary", {"app": "api-canary"}),
-             # One Guaranteed app pod: this 2-CPU node can pin one sidecar (CPU 0 is the shared pool).
-             echo_deployment(NS, "web", 1, {"app": "web"}, port=9000, resources=APP_RESOURCES, inject=True)])
-    for d in ("api", "api-canary", "web"):
-        c.kubectl("rollout", "status", "-n", NS, f"deployment/{d}", "--timeout=180s", timeout=200)
-    c.apply(proxyroute(NS))
-    wait_until(lambda: _condition(c, "Programmed") == "True", 30, "ProxyRoute Programmed")
-    pod = pod_of(c, "app=web")
-    wait_until(lambda: _get_ok(pod["status"]["podIP"]), 30, "the sidecar to serve the route")
-    yield pod
+    yield deploy_app(installed)
 
-
-def _condition(c: Any, kind: str) -> str | None:
-    pr = json.loads(c.kubectl("get", "proxyroute", "-n", NS, "shop", "-o", "json", check=False).stdout or "{}")
-    for cond in pr.get("status", {}).get("conditions", []):
-        if cond["type"] == kind:
-            return str(cond["status"])
-    return None
-
-
-def _get_ok(ip: str) -> bool:
-    try:
-        status, _ = get(ip, 8080, "/api/x", {"Host": "shop.example.com", "x-user": "demo"}, timeout=2)
-        return status == 200
-    except OSError:
-        return False
-
-
-def sidecar_exec(c: Any, pod: dict[str, Any], *cmd: str) -> str:
-    return str(c.kubectl("exec", "-n", NS, pod["metadata"]["name"], "-c", "ringlane-proxy", "--", *cmd).stdout)
 
 
 def test_each_app_pod_has_exactly_one_sidecar(app: dict[str, Any]) -> None:
@@ -224,121 +178,6 @@ def test_route_changes_converge_quickly(installed: Any, app: dict[str, Any]) -> 
     installed.kubectl("scale", "-n", NS, "deployment/api", "--replicas=3")
     installed.kubectl("rollout", "status", "-n", NS, "deployment/api", "--timeout=120s", timeout=150)
     wait_until(lambda: len({b["pod"] for b in send(ip, 8080, 60)[1]}) == 3, 60, "scale up to be seen")
-
-
-# ---- faults (on the running setup, before the clean-up step) -------------------------------
-
-def _raw(ip: str, data: bytes, timeout: float = 5) -> bytes:
-    with socket.create_connection((ip, 8080), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while chunk := s.recv(65536):
-                out += chunk
-        except socket.timeout:
-            pass
-        return out
-
-
-@pytest.mark.parametrize("payload,status", [
-    (b"POST /api HTTP/1.1\r\nHost: shop.example.com\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", b" 400 "),
-    (b"GET /api HTTP/1.1\nHost: shop.example.com\n\n", b" 400 "),
-    (b"GET /api HTTP/1.1\r\nHost: shop.example.com\r\nX: a\r\n b\r\n\r\n", b" 400 "),
-    (b"GET /api HTTP/1.1\r\nHost: shop.example.com\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", b" 431 "),
-], ids=["cl-te", "bare-lf", "obs-fold", "oversized-head"])
-def test_hostile_http_is_rejected_and_the_sidecar_stays_healthy(app: dict[str, Any], payload: bytes,
-                                                                 status: bytes) -> None:
-    ip = app["status"]["podIP"]
-    assert status in _raw(ip, payload).split(b"\r\n", 1)[0]
-    seen, _ = send(ip, 8080, 20)
-    assert sum(seen.values()) == 20 and not [k for k in seen if k.startswith("status-")]
-
-
-def test_malformed_proxyroutes_are_rejected_with_the_field(installed: Any) -> None:
-    bad = proxyroute(NS)
-    bad["spec"]["rules"][0]["backendRefs"][0]["weight"] = -1
-    r = installed.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
-    assert r.returncode != 0 and "weight" in r.stderr, r.stderr
-    bad = proxyroute(NS)
-    bad["spec"]["rules"][0]["timeouts"] = {"request": "1s", "backendRequest": "5s"}
-    r = installed.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
-    assert r.returncode != 0 and "backendRequest" in r.stderr, r.stderr
-
-
-def test_webhook_unavailable_fails_closed_only_where_injected(installed: Any, app: dict[str, Any]) -> None:
-    c = installed
-    c.kubectl("scale", "-n", SYSTEM, "deployment/ringlane", "--replicas=0")
-    try:
-        c.kubectl("wait", "--for=delete", "pod", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator",
-                  "--timeout=60s", timeout=90, check=False)
-        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"},
-               "spec": {"containers": [{"name": "c", "image": "localhost/ringlane-testbox:dev",
-                                        "imagePullPolicy": "Never", "command": ["sleep", "1"]}]}}
-        r = c.kubectl("apply", "-n", NS, "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
-        assert r.returncode != 0 and "inject.ringlane.io" in r.stderr, r.stderr  # fails closed, says why
-        r = c.kubectl("apply", "-n", "default", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
-        assert r.returncode == 0, r.stderr                                          # others unaffected
-        seen, _ = send(app["status"]["podIP"], 8080, 50)                             # the data plane does not care
-        assert sum(seen.values()) == 50
-    finally:
-        c.kubectl("scale", "-n", SYSTEM, "deployment/ringlane", "--replicas=1")
-        c.kubectl("rollout", "status", "-n", SYSTEM, "deployment/ringlane", "--timeout=180s", timeout=200)
-
-
-def test_operator_killed_while_traffic_flows(installed: Any, app: dict[str, Any]) -> None:
-    import threading
-
-    ip, errors, total = app["status"]["podIP"], [], [0]
-    stop = threading.Event()
-
-    def load() -> None:
-        while not stop.is_set():
-            seen, _ = send(ip, 8080, 20)
-            total[0] += sum(seen.values())
-            errors.extend(k for k in seen if k.startswith("status-"))
-
-    t = threading.Thread(target=load)
-    t.start()
-    try:
-        installed.kubectl("delete", "pod", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator", "--wait=true")
-        installed.kubectl("rollout", "status", "-n", SYSTEM, "deployment/ringlane", "--timeout=180s", timeout=200)
-        # After the restart the operator converges: a change is served. The validating webhook
-        # (failurePolicy Fail) refuses changes until the Service routes to the new pod: retry.
-        body = json.dumps(proxyroute(NS, (0, 100)))
-        wait_until(lambda: installed.kubectl("apply", "-f", "-", input=body, check=False).returncode == 0, 60,
-                   "the restarted operator's webhook to accept the change", 0.5)
-        wait_until(lambda: send(ip, 8080, 5)[0] == {"api-canary": 5}, 60, "the restarted operator's change")
-    finally:
-        stop.set()
-        t.join(timeout=30)
-    assert total[0] > 0 and not errors, (total, errors[:5])
-    pod = json.loads(installed.kubectl("get", "pod", "-n", NS, app["metadata"]["name"], "-o", "json").stdout)
-    assert [c["name"] for c in pod["spec"].get("initContainers", [])].count("ringlane-proxy") == 1
-
-
-def test_io_uring_blocked_on_the_node_falls_back_to_epoll(installed: Any, app: dict[str, Any]) -> None:
-    """The node's profile for the sidecar stops allowing io_uring: a new sidecar says so and serves on epoll."""
-    profile = installed.seccomp_dir / "ringlane" / "proxy-io_uring.json"
-    original = profile.read_text()
-    epoll = (installed.seccomp_dir / "ringlane" / "proxy-epoll.json").read_text()
-    name = app["metadata"]["name"]
-    try:
-        profile.write_text(epoll)
-        installed.kubectl("delete", "pod", "-n", NS, name, "--wait=true")
-        installed.kubectl("rollout", "status", "-n", NS, "deployment/web", "--timeout=180s", timeout=200)
-        pod = pod_of(installed, "app=web")
-        view = json.loads(sidecar_exec(installed, pod, "python3", "-c",
-                                       "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9901/config').read().decode())"))
-        assert view["engine"] == "epoll" and "EPERM" in view["engine_reason"], view
-        logs = installed.kubectl("logs", "-n", NS, pod["metadata"]["name"], "-c", "ringlane-proxy").stdout
-        assert '"engine": "epoll"' in logs
-        wait_until(lambda: _get_ok(pod["status"]["podIP"]), 60, "the epoll sidecar to serve")
-    finally:
-        profile.write_text(original)
-    installed.kubectl("delete", "pod", "-n", NS, "-l", "app=web", "--wait=true")
-    installed.kubectl("rollout", "status", "-n", NS, "deployment/web", "--timeout=180s", timeout=200)
-    app.update(pod_of(installed, "app=web"))  # later steps use the new pod
-    wait_until(lambda: _get_ok(app["status"]["podIP"]), 60, "the io_uring sidecar to serve again")
 
 
 def test_delete_and_uninstall_leave_nothing(installed: Any, app: dict[str, Any]) -> None:
