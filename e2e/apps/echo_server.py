@@ -3,7 +3,9 @@ backend (BACKEND env), the pod, the path and the request headers. Standard libra
 so it runs in the plain testbox image (passed in with `python3 -c`)."""
 import json
 import os
+import signal
 import socket
+import sys
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,4 +36,7 @@ class Echo(BaseHTTPRequestHandler):
         pass
 
 
+# As PID 1 of its container it would ignore SIGTERM (no default action there): exit on it, like
+# a well-behaved app, so a deleted pod's sidecar is stopped right after it.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Echo).serve_forever()

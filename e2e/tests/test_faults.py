@@ -181,6 +181,24 @@ def _operator_restarts(c: Any) -> int:
     return sum(s.get("restartCount", 0) for p in pods for s in p["status"].get("containerStatuses", []))
 
 
+def _exited(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+def _stop(pid: int) -> None:
+    """SIGTERM (graceful shutdown), SIGKILL if it has not exited after 30 s."""
+    os.kill(pid, signal.SIGTERM)
+    try:
+        wait_until(lambda: _exited(pid), 30, "kube-apiserver to shut down", 0.2)
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: _exited(pid), 10, "kube-apiserver to die", 0.2)
+
+
 def test_api_server_restart(installed: Any, app: dict[str, Any]) -> None:
     """The sidecars keep serving their last config while the API server is down, and catch up
     after; the operator recovers by itself (no container restart)."""
@@ -189,12 +207,13 @@ def test_api_server_restart(installed: Any, app: dict[str, Any]) -> None:
     restarts = _operator_restarts(installed)
     pid = int((installed.state_dir / "run" / "kube-apiserver.pid").read_text())
     with Load(ip) as load:
-        os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 60, "kube-apiserver to exit", 0.2)
-        assert installed.kubectl("get", "--raw", "/readyz", check=False, timeout=20).returncode != 0
-        before = load.total()
-        wait_until(lambda: load.total() >= before + 200, 60, "traffic while the API server is down")
-        up = subprocess.run([str(UP)], text=True, capture_output=True, timeout=600)
+        try:
+            _stop(pid)
+            assert installed.kubectl("get", "--raw", "/readyz", check=False, timeout=20).returncode != 0
+            before = load.total()
+            wait_until(lambda: load.total() >= before + 200, 60, "traffic while the API server is down")
+        finally:
+            up = subprocess.run([str(UP)], text=True, capture_output=True, timeout=600)  # restarts it
         assert up.returncode == 0, up.stdout + up.stderr
         route_all_to(installed, ip, "api-canary")  # the operator and the sidecar's watch caught up
     assert not load.failures(), load.seen
@@ -218,17 +237,19 @@ def test_backend_pod_killed_mid_traffic(installed: Any, app: dict[str, Any]) -> 
 
 
 def test_app_pod_deleted_with_requests_in_flight(installed: Any, app: dict[str, Any]) -> None:
-    """Requests held by the backend while the app pod is deleted: the sidecar drains (it is
-    stopped after the app container, finishes what it holds, then exits); none fails."""
-    ip, n = app["status"]["podIP"], 8
-    route_all_to(installed, ip, "api")
+    """Requests held by the backend while the app pod is deleted: the sidecar drains (kubelet
+    stops it after the app container; it finishes what it holds, then exits); none fails."""
+    c, ip, n = installed, app["status"]["podIP"], 8
+    slow = [{"matches": [{"path": {"type": "PathPrefix", "value": "/slow"}}],
+             "backendRefs": [{"name": "api", "port": 80}], "timeouts": {"request": "30s", "backendRequest": "30s"}}]
+    c.apply(proxyroute(NS, (100, 0), slow))
+    wait_until(lambda: get(ip, 8080, "/slow", {"Host": "shop.example.com"})[0] == 200, 60, "the /slow rule")
     started = sidecar_metric(app, "ringlane_upstream_requests_total")
     results: list[int | str] = []
 
     def slow_get() -> None:
         try:
-            status, _ = get(ip, 8080, "/api/slow?delay_ms=4000", {"Host": "shop.example.com", "x-user": "demo"},
-                            timeout=30)
+            status, _ = get(ip, 8080, "/slow?delay_ms=6000", {"Host": "shop.example.com"}, timeout=30)
             results.append(status)
         except OSError as e:
             results.append(f"{type(e).__name__}: {e}")
@@ -239,11 +260,18 @@ def test_app_pod_deleted_with_requests_in_flight(installed: Any, app: dict[str, 
     # Every request has reached a backend before the pod is deleted.
     wait_until(lambda: sidecar_metric(app, "ringlane_upstream_requests_total") >= started + n, 30,
                "the requests to be in flight")
-    installed.kubectl("delete", "pod", "-n", NS, app["metadata"]["name"], "--wait=false")
+    name = app["metadata"]["name"]
+    c.kubectl("delete", "pod", "-n", NS, name, "--wait=false")
+
+    def app_container_stopped() -> bool:
+        pod = json.loads(c.kubectl("get", "pod", "-n", NS, name, "-o", "json").stdout)
+        return any(s["name"] == "app" and "terminated" in s["state"] for s in pod["status"]["containerStatuses"])
+    wait_until(app_container_stopped, 30, "the app container to stop (the sidecar is told to stop next)", 0.2)
+    assert not results, "the requests should still be in flight"
     for t in threads:
         t.join(timeout=60)
     assert results == [200] * n, results
-    replace_app_pod(installed, app)
+    replace_app_pod(c, app)
 
 
 def test_io_uring_blocked_on_the_node_falls_back_to_epoll(installed: Any, app: dict[str, Any]) -> None:
