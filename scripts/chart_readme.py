@@ -20,7 +20,9 @@ HEADER = """# Ringlane Helm chart
 
 Installs the Ringlane operator (ProxyRoute reconciliation, sidecar injection webhook), the
 ProxyRoute CRD, the webhook TLS (a chart-generated CA, or cert-manager), and a DaemonSet that
-writes the sidecar's seccomp profiles on every node.
+writes the sidecar's seccomp profiles on every node. Where the Security Profiles Operator is
+installed, `seccomp.securityProfilesOperator=true` delivers them as its SeccompProfiles instead
+(the operator creates them at start; pods reference `operator/ringlane-proxy-io-uring.json`).
 
 ```sh
 helm install ringlane charts/ringlane --namespace ringlane-system --create-namespace

@@ -21,6 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from . import handlers  # noqa: F401  (registers the handlers)
 
+    memo = kopf.Memo(options=opts)
     try:
         uvloop.run(kopf.operator(
             clusterwide=not opts.namespaces,
@@ -29,11 +30,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             peering_name=opts.peering,
             priority=opts.priority,
             liveness_endpoint=opts.liveness,
-            memo=kopf.Memo(options=opts),
+            memo=memo,
         ))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        fatal = getattr(memo, "fatal", None)  # set by a start-up handler that cannot succeed
+        if fatal is None:
+            raise
+        print(f"ringlane-operator: {fatal}", file=sys.stderr)
+        _termination_message(fatal)
+        return 2
     return 0
+
+
+def _termination_message(message: str) -> None:
+    """In a pod, `kubectl describe` shows this as the container's last state message."""
+    path = "/dev/termination-log"
+    if os.path.exists(path):
+        try:
+            with open(path, "w") as f:
+                f.write(message + "\n")
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

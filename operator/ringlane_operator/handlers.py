@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import kopf
 
@@ -22,8 +22,8 @@ from .devserver import ManagedWebhookServer, self_signed_certificate
 from .facts import SERVICE_NAME_LABEL, ServiceInfo, SliceInfo, service_info, slice_info
 from .events import admission_event_target, event_body
 from .inject import QOS_WARNING, inject_patch
-from .inject_settings import InjectError
-from .kube import Kube
+from .inject_settings import InjectError, InjectSettings
+from .kube import Kube, KubeError
 from .names import (
     API_VERSION,
     FINALIZER,
@@ -39,6 +39,16 @@ from .options import Options
 from .patchops import apply_patch
 from .reconciler import Reconciler, Sources, utc_now
 from .render import RenderSettings, referenced_services
+from .seccomp_spo import (
+    CRD_NAME,
+    PLURAL as SPO_PLURAL,
+    ProfileError,
+    SpoNotReady,
+    SpoUnavailable,
+    crd_scope,
+    delivered_path,
+    seccomp_profile_object,
+)
 from .webhook_config import mutating_configuration, service_client_config, validating_configuration
 
 log = logging.getLogger(__name__)
@@ -139,7 +149,86 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, route_index:
     memo.reconciler = Reconciler(kube, _sources(route_index, service_index, slice_index), _post_event,
                                  RenderSettings(admin_port=opts.inject.admin_port),
                                  quiet=opts.debounce_ms / 1000, max_wait=opts.max_delay_ms / 1000)
-    settings.admission.server = _webhook_server(opts, kube)
+    memo.started = True
+
+
+def _after_startup(memo: kopf.Memo) -> None:
+    """kopf runs the start-up handlers in order but retries only the failed ones."""
+    if not getattr(memo, "started", False):
+        raise kopf.TemporaryError("waiting for the start-up handler", delay=1)
+
+
+@kopf.on.startup(id="seccomp-profiles")
+async def seccomp_profiles(memo: kopf.Memo, **_: Any) -> None:
+    """--seccomp-delivery spo: create or update the SeccompProfiles, then inject their paths.
+    Runs after `startup` (kopf runs start-up handlers in order) and before any webhook serves."""
+    opts: Options = memo.options
+    if opts.seccomp_delivery != "spo":
+        return
+    _after_startup(memo)
+    try:
+        memo.inject = await deliver_spo_profiles(memo.kube, opts, memo.inject)
+    except SpoNotReady as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
+    except (SpoUnavailable, ProfileError) as exc:
+        await _fatal(memo, str(exc))
+    except KubeError as exc:
+        if exc.status in (401, 403):
+            await _fatal(memo, f"--seccomp-delivery spo: not allowed to write {SPO_PLURAL}: {exc} (the chart "
+                               "grants get/create/update on them with seccomp.securityProfilesOperator=true)")
+        if exc.status in (400, 422):  # schema or strict field validation: retrying cannot help
+            await _fatal(memo, f"--seccomp-delivery spo: the API server refused a SeccompProfile: {exc}")
+        raise kopf.TemporaryError(f"writing the SeccompProfiles failed: {exc}", delay=5) from exc
+
+
+async def _fatal(memo: kopf.Memo, message: str) -> NoReturn:
+    """A start-up failure that waiting cannot fix: kopf logs it, cli.py exits with it (no cleanup
+    handlers run after a failed start-up, so the clients are closed here)."""
+    memo.fatal = message
+    await cleanup(memo)
+    memo.reconciler = memo.kube = None
+    raise kopf.PermanentError(message)
+
+
+def sidecar_profiles() -> dict[str, dict[str, Any]]:
+    """The OCI profiles `ringlane-sidecar seccomp-profile --engine io_uring|epoll` prints (same image)."""
+    from ringlane_sidecar.confine import uring_ops
+    from ringlane_sidecar.confine.profile import seccomp_profile
+
+    try:
+        uring = uring_ops.from_core()
+    except Exception as exc:  # the C core is part of the image; without it there is no allowlist
+        raise SpoUnavailable(f"cannot build the io_uring seccomp profile (the sidecar's core did not load: {exc})") from exc
+    return {"io_uring": seccomp_profile("io_uring", uring), "epoll": seccomp_profile("epoll", None)}
+
+
+async def deliver_spo_profiles(kube: Kube, opts: Options, inject: InjectSettings) -> InjectSettings:
+    namespaced = crd_scope(await kube.read_crd(CRD_NAME))
+    namespace = None
+    if namespaced:
+        if not opts.spo_namespace:
+            raise SpoUnavailable(f"--seccomp-delivery spo: this SPO's {CRD_NAME} is namespaced (a release from "
+                                 "before SeccompProfiles became cluster-scoped): pass --spo-namespace NS "
+                                 "(the chart passes its namespace), or upgrade SPO")
+        namespace = opts.spo_namespace
+    paths: dict[str, str] = {}
+    for engine, oci in sidecar_profiles().items():
+        obj, what = await kube.ensure_seccomp_profile(seccomp_profile_object(engine, oci, namespace))
+        paths[engine] = delivered_path(obj)
+        where = f"{namespace}/" if namespace else ""
+        log.info("SeccompProfile %s%s %s; sidecars with engine %s reference Localhost %s", where,
+                 obj["metadata"]["name"], what, "epoll" if engine == "epoll" else "auto/io_uring", paths[engine])
+    return dataclasses.replace(inject, seccomp_profile=paths["io_uring"], seccomp_profile_epoll=paths["epoll"])
+
+
+@kopf.on.startup(id="webhook-server")
+async def webhook_server(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Last: kopf serves admission only once every start-up handler succeeded, and a failed
+    start-up leaves no --dev certificate behind."""
+    if getattr(memo, "fatal", None) is not None:
+        return  # the operator is exiting
+    _after_startup(memo)
+    settings.admission.server = _webhook_server(memo.options, memo.kube)
     settings.admission.managed = None  # kopf cannot set namespaceSelector: we manage them
 
 

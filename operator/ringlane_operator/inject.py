@@ -126,7 +126,7 @@ def sidecar_container(p: ProxyParams, s: InjectSettings, token: Body | None = No
             "runAsUser": s.run_as_user,
             "runAsGroup": s.run_as_user,
             "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": seccomp_profile(s.seccomp_profile),
+            "seccompProfile": seccomp_profile(profile_setting(p, s)),
         },
         "volumeMounts": [
             {"name": PODINFO_VOLUME, "mountPath": PODINFO_DIR, "readOnly": True},
@@ -140,6 +140,14 @@ def sidecar_container(p: ProxyParams, s: InjectSettings, token: Body | None = No
     if s.native_sidecar:
         container["restartPolicy"] = "Always"
     return container
+
+
+def profile_setting(p: ProxyParams, s: InjectSettings) -> str:
+    """The epoll profile (no io_uring at all) for a sidecar told to use epoll, when there is one;
+    else the io_uring profile, which engine auto needs and falls back from."""
+    if p.engine == "epoll" and s.seccomp_profile_epoll:
+        return s.seccomp_profile_epoll
+    return s.seccomp_profile
 
 
 def seccomp_profile(setting: str) -> Body:

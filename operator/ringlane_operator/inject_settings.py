@@ -45,6 +45,7 @@ class InjectSettings:
     engine: str = "auto"
     log_level: str = "info"
     seccomp_profile: str = "ringlane/proxy-io_uring.json"  # Localhost, relative to the kubelet's seccomp dir
+    seccomp_profile_epoll: str | None = None  # for sidecars whose engine is epoll (None: seccomp_profile)
     prestop_sleep: int = 5  # seconds before SIGTERM (0: no preStop hook)
     drain_seconds: int = 20  # the sidecar's default limits.drainTimeout, for the grace-period check
     native_sidecar: bool = True  # init container with restartPolicy Always (Kubernetes >= 1.29)

@@ -1,7 +1,8 @@
 """The operator's own API calls (the edge): plain dicts in and out, asyncio (kubernetes.aio).
 
 kopf owns watching and its handlers' patches; this module does the writes kopf does not:
-the routes ConfigMap, the sidecar RBAC, ProxyRoute status, and the webhook configurations.
+the routes ConfigMap, the sidecar RBAC, ProxyRoute status, the webhook configurations, and
+the Security Profiles Operator's SeccompProfiles (--seccomp-delivery spo).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from kubernetes.aio import client, config
 
+from . import seccomp_spo
 from .names import CONFIGMAP, GROUP, PLURAL, VERSION
 
 Body = dict[str, Any]
@@ -43,6 +45,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
         self.version = client.VersionApi(api)
+        self.extensions = client.ApiextensionsV1Api(api)
 
     @classmethod
     async def connect(cls) -> Kube:
@@ -113,6 +116,39 @@ class Kube:
         except KubeError as exc:
             if exc.status != 404:  # deleted meanwhile: nothing to report on
                 raise
+
+    # ---- SeccompProfiles (Security Profiles Operator) ----
+    async def read_crd(self, name: str) -> Body | None:
+        try:
+            return await _json(self.extensions.read_custom_resource_definition_without_preload_content(name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def ensure_seccomp_profile(self, body: Body) -> tuple[Body, str]:
+        """Create, or replace when our spec or labels differ: (the object now, created|updated|unchanged).
+        Strict field validation: a field SPO's schema would drop fails the write instead."""
+        g, v, p = seccomp_spo.GROUP, seccomp_spo.VERSION, seccomp_spo.PLURAL
+        name, ns = body["metadata"]["name"], body["metadata"].get("namespace")
+        kw = {"field_manager": "ringlane-operator", "field_validation": "Strict"}
+        try:
+            have = await _json(self.custom.get_namespaced_custom_object_without_preload_content(g, v, ns, p, name)
+                               if ns else self.custom.get_cluster_custom_object_without_preload_content(g, v, p, name))
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+            created = await _json(
+                self.custom.create_namespaced_custom_object_without_preload_content(g, v, ns, p, body, **kw) if ns
+                else self.custom.create_cluster_custom_object_without_preload_content(g, v, p, body, **kw))
+            return created, "created"
+        fresh = seccomp_spo.replacement(have, body)
+        if fresh is None:
+            return have, "unchanged"
+        updated = await _json(
+            self.custom.replace_namespaced_custom_object_without_preload_content(g, v, ns, p, name, fresh, **kw) if ns
+            else self.custom.replace_cluster_custom_object_without_preload_content(g, v, p, name, fresh, **kw))
+        return updated, "updated"
 
     # ---- Events the operator posts itself (admission time, outside kopf's handlers) ----
     async def create_event(self, body: Body) -> None:

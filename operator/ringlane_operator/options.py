@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .inject_settings import ENGINES, LOG_LEVELS, InjectSettings
 from .quantity import parse_quantity
+from .seccomp_spo import CRD_NAME, localhost_profile, profile_name
 
 DESCRIPTION = """\
 Ringlane's operator: renders the ProxyRoutes of each namespace into ConfigMap ringlane-routes
@@ -25,8 +26,17 @@ high availability:
   by default the operator runs standalone (one replica). With --peering NAME, replicas
   coordinate through kopf's peering objects (the chart creates them): one serves, the others
   wait. Admission requests are served by every replica.
+seccomp delivery:
+  node  (default) pods reference ringlane/proxy-io_uring.json (--seccomp-profile), written on every
+        node by the chart's installer DaemonSet (ringlane-sidecar seccomp-profile --install)
+  spo   at start the operator creates or updates the Security Profiles Operator's SeccompProfiles
+        ringlane-proxy-io-uring and ringlane-proxy-epoll; pods reference
+        operator/ringlane-proxy-io-uring.json, or the epoll one when their engine is epoll.
+        Needs the CRD %s
+        (else the operator exits saying so)
 environment: RINGLANE_SIDECAR_IMAGE, RINGLANE_PROXY_CPU, RINGLANE_PROXY_MEMORY, RINGLANE_ADMIN_PORT,
-  RINGLANE_NAMESPACES (comma-separated), RINGLANE_LIVENESS, RINGLANE_PEERING (flags win)"""
+  RINGLANE_NAMESPACES (comma-separated), RINGLANE_LIVENESS, RINGLANE_PEERING, RINGLANE_SECCOMP_DELIVERY,
+  RINGLANE_SPO_NAMESPACE (flags win)""" % CRD_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,8 @@ class Options:
     debounce_ms: int = 200
     max_delay_ms: int = 500
     native_sidecar: str = "auto"  # auto (by server version) | on | off
+    seccomp_delivery: str = "node"  # node (the chart's installer DaemonSet) | spo (SeccompProfile objects)
+    spo_namespace: str | None = None  # where SeccompProfiles go if SPO's CRD is namespaced (old releases)
     verbose: bool = False
 
 
@@ -74,6 +86,9 @@ def _memory(text: str) -> str:
     return text
 
 
+SECCOMP_DELIVERIES = ("node", "spo")
+
+
 def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     d = InjectSettings()
     p = argparse.ArgumentParser(prog="ringlane-operator", description=DESCRIPTION, epilog=EPILOG,
@@ -91,8 +106,16 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     g.add_argument("--admin-port", type=_port, default=_port(env.get("RINGLANE_ADMIN_PORT", str(d.admin_port))))
     g.add_argument("--engine", choices=ENGINES, default=d.engine)
     g.add_argument("--sidecar-log-level", choices=LOG_LEVELS, default=d.log_level)
-    g.add_argument("--seccomp-profile", default=d.seccomp_profile, metavar="PATH",
-                   help="Localhost profile, relative to the kubelet's seccomp directory, or RuntimeDefault")
+    g.add_argument("--seccomp-profile", default=None, metavar="PATH",
+                   help="Localhost profile, relative to the kubelet's seccomp directory, or RuntimeDefault "
+                        f"(default {d.seccomp_profile}; not with --seccomp-delivery spo)")
+    g.add_argument("--seccomp-delivery", default=env.get("RINGLANE_SECCOMP_DELIVERY", "node"),
+                   choices=SECCOMP_DELIVERIES,
+                   help="node: profiles written on the nodes (chart DaemonSet); spo: the Security Profiles "
+                        "Operator's SeccompProfile objects, created at start (default %(default)s)")
+    g.add_argument("--spo-namespace", default=env.get("RINGLANE_SPO_NAMESPACE") or None, metavar="NS",
+                   help="namespace for the SeccompProfiles when the installed SPO's CRD is namespaced "
+                        "(releases before it became cluster-scoped)")
     g.add_argument("--prestop-sleep", type=int, default=d.prestop_sleep, metavar="SECONDS",
                    help="sidecar preStop sleep before SIGTERM (0: none; default %(default)s)")
     g.add_argument("--native-sidecar", choices=("auto", "on", "off"), default="auto",
@@ -132,10 +155,20 @@ def parse_options(argv: Sequence[str] | None, env: Mapping[str, str]) -> Options
         parser.error("--prestop-sleep must be >= 0")
     if not 0 < a.debounce_ms <= a.max_delay_ms < 1000:
         parser.error("need 0 < --debounce-ms <= --max-delay-ms < 1000 (re-renders within a second)")
+    if a.seccomp_delivery not in SECCOMP_DELIVERIES:  # from the environment: argparse checks flags only
+        parser.error(f"RINGLANE_SECCOMP_DELIVERY={a.seccomp_delivery!r}: must be one of {', '.join(SECCOMP_DELIVERIES)}")
+    if a.seccomp_delivery == "spo" and a.seccomp_profile is not None:
+        parser.error("--seccomp-profile and --seccomp-delivery spo do not go together: "
+                     "with spo, pods reference the SeccompProfiles the operator creates")
+    if a.seccomp_delivery == "spo":  # where SPO puts them; the start-up handler confirms from the objects
+        profile, epoll = (localhost_profile(profile_name(e)) for e in ("io_uring", "epoll"))
+    else:
+        profile, epoll = (a.seccomp_profile or InjectSettings().seccomp_profile), None
     namespaces = a.namespaces or [ns for ns in env.get("RINGLANE_NAMESPACES", "").split(",") if ns]
     inject = InjectSettings(
         image=a.sidecar_image, image_pull_policy=a.image_pull_policy, cpu=a.proxy_cpu, memory=a.proxy_memory,
-        admin_port=a.admin_port, engine=a.engine, log_level=a.sidecar_log_level, seccomp_profile=a.seccomp_profile,
+        admin_port=a.admin_port, engine=a.engine, log_level=a.sidecar_log_level, seccomp_profile=profile,
+        seccomp_profile_epoll=epoll,
         prestop_sleep=a.prestop_sleep, native_sidecar=a.native_sidecar != "off",
     )
     return Options(
@@ -146,5 +179,6 @@ def parse_options(argv: Sequence[str] | None, env: Mapping[str, str]) -> Options
         webhook_host=a.webhook_host, tls_cert=a.tls_cert, tls_key=a.tls_key,
         manage_webhooks=a.manage_webhooks or a.dev, webhook_service=a.webhook_service, webhook_name=a.webhook_name,
         inject_failure_policy=a.inject_failure_policy, debounce_ms=a.debounce_ms, max_delay_ms=a.max_delay_ms,
-        native_sidecar=a.native_sidecar, verbose=a.verbose,
+        native_sidecar=a.native_sidecar, seccomp_delivery=a.seccomp_delivery, spo_namespace=a.spo_namespace,
+        verbose=a.verbose,
     )

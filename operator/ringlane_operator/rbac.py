@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import seccomp_spo
 from .names import CONFIGMAP, MANAGED_BY, SIDECAR_ROLE
 
 Body = dict[str, Any]
@@ -42,8 +43,10 @@ def sidecar_role_binding(namespace: str, configmap_uid: str | None = None) -> Bo
     }
 
 
-def operator_cluster_role(name: str = "ringlane-operator") -> Body:
-    """What the operator itself needs (the chart's ClusterRole is built from this list)."""
+def operator_cluster_role(name: str = "ringlane-operator", *, peering: bool = True, spo: bool = True) -> Body:
+    """What the operator itself needs (the chart's ClusterRole is built from this list).
+    peering: kopf's peering objects (--peering); spo: the Security Profiles Operator's SeccompProfiles, which
+    --seccomp-delivery spo reads, creates and replaces (kube.ensure_seccomp_profile)."""
     rules = [
         ({"ringlane.io"}, ["proxyroutes"], ["get", "list", "watch", "patch", "update"]),
         ({"ringlane.io"}, ["proxyroutes/status"], ["get", "patch", "update"]),
@@ -57,8 +60,11 @@ def operator_cluster_role(name: str = "ringlane-operator") -> Body:
         ({"apiextensions.k8s.io"}, ["customresourcedefinitions"], ["get", "list", "watch"]),
         ({"admissionregistration.k8s.io"}, ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
          ["get", "create", "update", "patch", "delete"]),
-        ({"kopf.dev"}, ["clusterkopfpeerings", "kopfpeerings"], ["get", "list", "watch", "patch"]),
     ]
+    if peering:
+        rules.append(({"kopf.dev"}, ["clusterkopfpeerings", "kopfpeerings"], ["get", "list", "watch", "patch"]))
+    if spo:
+        rules.append(({seccomp_spo.GROUP}, [seccomp_spo.PLURAL], ["get", "create", "update"]))
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",

@@ -1,6 +1,7 @@
 """The Helm chart: lint, render variants, schema errors, CRDs in sync, README in sync, RBAC."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_variants_render(variant: str) -> None:
         assert "Secret" in k and "Certificate" not in k
     assert ("PodMonitor" in k) == (variant == "monitoring")
     assert ("DaemonSet" in k) == (variant != "spo")
+    args = k["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    spo_args = ["--seccomp-delivery=spo", "--spo-namespace=ringlane-system"]
+    assert [a for a in args if a in spo_args] == (spo_args if variant == "spo" else [])
     if variant == "custom-resources":
         assert "PodDisruptionBudget" in k and "NetworkPolicy" in k
         assert "--proxy-cpu=2" in k["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -108,6 +112,25 @@ def test_bad_values_are_rejected_readably(args: list[str], message: str) -> None
     assert "panic" not in r.stderr.lower()
 
 
+def test_spo_flags_are_ones_the_operator_takes() -> None:
+    from ringlane_operator.options import parse_options
+
+    (c,) = kinds(render(*VARIANTS["spo"]))["Deployment"]["spec"]["template"]["spec"]["containers"]
+    opts = parse_options(c["args"], {})
+    assert opts.seccomp_delivery == "spo" and opts.spo_namespace == "ringlane-system"
+    assert opts.inject.seccomp_profile == "operator/ringlane-proxy-io-uring.json"
+
+
+@pytest.mark.parametrize("variant", ["default", "spo"])
+def test_notes_say_how_seccomp_is_delivered(variant: str) -> None:
+    r = subprocess.run([str(HELM), "install", "rl", str(CHART), "--namespace", "ringlane-system", "--dry-run=client",
+                        *VARIANTS[variant]], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "KUBECONFIG": os.devnull})
+    assert r.returncode == 0, r.stderr
+    notes = r.stdout.split("\nNOTES:\n", 1)[1]
+    assert ("operator/ringlane-proxy-io-uring.json" in notes) == (variant == "spo"), notes
+
+
 def test_chart_crds_match_the_source_of_truth() -> None:
     for crd in (ROOT / "crds").glob("*.yaml"):
         assert (CHART / "crds" / crd.name).read_text() == crd.read_text(), crd.name
@@ -119,11 +142,14 @@ def test_readme_is_generated_from_values() -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_cluster_role_is_what_the_operator_declares() -> None:
+@pytest.mark.parametrize("peering,spo", [(True, True), (False, False), (True, False), (False, True)])
+def test_cluster_role_is_what_the_operator_declares(peering: bool, spo: bool) -> None:
     from ringlane_operator.rbac import operator_cluster_role
 
-    chart_rules = kinds(render("--set", "operator.peering=x"))["ClusterRole"]["rules"]
-    want = [r for r in operator_cluster_role()["rules"]
+    args = [*(["--set", "operator.peering=x"] if peering else []),
+            *(["--set", "seccomp.securityProfilesOperator=true"] if spo else [])]
+    chart_rules = kinds(render(*args))["ClusterRole"]["rules"]
+    want = [r for r in operator_cluster_role(peering=peering, spo=spo)["rules"]
             if "admissionregistration.k8s.io" not in r["apiGroups"]]  # the chart owns the webhooks
 
     def norm(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
