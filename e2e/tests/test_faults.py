@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections import Counter
 from typing import Any, Iterator
 
@@ -105,6 +106,35 @@ def test_hostile_http_is_rejected_and_the_sidecar_stays_healthy(app: dict[str, A
     assert status in _raw(ip, payload).split(b"\r\n", 1)[0]
     seen, _ = send(ip, 8080, 20)
     assert sum(seen.values()) == 20 and not [k for k in seen if k.startswith("status-")]
+
+
+def test_slowloris_is_cut_and_the_sidecar_stays_healthy(app: dict[str, Any]) -> None:
+    """A client trickling its request head one header a second is answered 408 and cut when the
+    header-read timeout (10 s by default) expires, while other clients are served meanwhile."""
+    ip = app["status"]["podIP"]
+    with socket.create_connection((ip, 8080), timeout=30) as s:
+        s.sendall(b"GET /api HTTP/1.1\r\nHost: shop.example.com\r\n")
+        start, answer = time.monotonic(), b""
+        s.settimeout(1.0)
+        for i in range(25):
+            try:
+                s.sendall(b"X-Slow-%d: 1\r\n" % i)
+            except OSError:
+                break  # cut while sending
+            try:
+                chunk = s.recv(4096)
+            except socket.timeout:
+                seen, _ = send(ip, 8080, 2)  # others are served while this one trickles
+                assert sum(seen.values()) == 2 and not [k for k in seen if k.startswith("status-")], seen
+                continue
+            except OSError:
+                break
+            answer += chunk
+            if not chunk:
+                break
+        elapsed = time.monotonic() - start
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+    assert 8 <= elapsed <= 20, elapsed
 
 
 def test_malformed_proxyroutes_are_rejected_with_the_field(installed: Any) -> None:
