@@ -87,6 +87,7 @@ clean:
 FUZZ_SECONDS ?= 30
 FUZZ_BIN := build/fuzz/rl_fuzz_request
 FUZZ_SRC := sidecar/core/fuzz/rl_fuzz_request.c sidecar/core/rl_http_head.c sidecar/core/rl_http_build.c \
+            sidecar/core/rl_http_resp.c \
             sidecar/core/rl_cfg.c sidecar/core/rl_buf.c sidecar/core/rl_conn.c \
             sidecar/core/rl_llhttp_llhttp.c sidecar/core/rl_llhttp_api.c sidecar/core/rl_llhttp_http.c
 .PHONY: fuzz fuzz-build apt-fuzz

@@ -72,6 +72,15 @@ rl_cfg *rl_cfg_new(uint64_t generation)
     return c;
 }
 
+static void free_hdrs(rl_hdr *list, uint32_t n)
+{
+    for (uint32_t h = 0; h < n; h++) {
+        free(list[h].name.p);
+        free(list[h].value.p);
+    }
+    free(list);
+}
+
 void rl_cfg_free(rl_cfg *c)
 {
     if (!c)
@@ -92,11 +101,8 @@ void rl_cfg_free(rl_cfg *c)
         free(r->matches);
         free(r->backends);
         for (int op = 0; op < 3; op++) {
-            for (uint32_t h = 0; h < r->nhdr_ops[op]; h++) {
-                free(r->hdr_ops[op][h].name.p);
-                free(r->hdr_ops[op][h].value.p);
-            }
-            free(r->hdr_ops[op]);
+            free_hdrs(r->hdr_ops[op], r->nhdr_ops[op]);
+            free_hdrs(r->resp_ops[op], r->nresp_ops[op]);
         }
         free(r->rewrite_prefix.p);
     }
@@ -117,6 +123,12 @@ int rl_cfg_set_limits(rl_cfg *c, uint32_t max_header_bytes, uint32_t max_headers
     c->max_headers = max_headers;
     c->header_timeout_ms = header_timeout_ms;
     c->idle_timeout_ms = idle_timeout_ms;
+    return 0;
+}
+
+int rl_cfg_set_body_limit(rl_cfg *c, uint64_t max_request_body_bytes)
+{
+    c->max_body_bytes = max_request_body_bytes;
     return 0;
 }
 
@@ -264,13 +276,31 @@ int rl_cfg_rule_retry_on(rl_cfg *c, int rule, int flag, int status)
     return 0;
 }
 
+static int add_hdr_op(rl_hdr **ops, uint32_t *nops, int op, const char *name, const char *value)
+{
+    if (op < 0 || op > 2)
+        return -1;
+    rl_hdr *h = grow(&ops[op], &nops[op], sizeof(*h));
+    return h && !dup_str(&h->name, name) && !dup_str(&h->value, value ? value : "") ? 0 : -1;
+}
+
 int rl_cfg_rule_header_op(rl_cfg *c, int rule, int op, const char *name, const char *value)
 {
     rl_rule *r = rule_at(c, rule);
-    if (!r || op < 0 || op > 2)
-        return -1;
-    rl_hdr *h = grow(&r->hdr_ops[op], &r->nhdr_ops[op], sizeof(*h));
-    return h && !dup_str(&h->name, name) && !dup_str(&h->value, value ? value : "") ? 0 : -1;
+    return r ? add_hdr_op(r->hdr_ops, r->nhdr_ops, op, name, value) : -1;
+}
+
+int rl_cfg_rule_resp_header_op(rl_cfg *c, int rule, int op, const char *name, const char *value)
+{
+    /* Bodies stream through untouched, so the headers that frame them (and the ones the proxy
+     * manages per connection) must stay as the upstream and the proxy wrote them. */
+    static const char *const owned[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
+                                        "proxy-connection", "upgrade", "te", "trailer"};
+    for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++)
+        if (strcasecmp(name, owned[i]) == 0)
+            return -1;
+    rl_rule *r = rule_at(c, rule);
+    return r ? add_hdr_op(r->resp_ops, r->nresp_ops, op, name, value) : -1;
 }
 
 int rl_cfg_rule_rewrite_prefix(rl_cfg *c, int rule, const char *prefix)

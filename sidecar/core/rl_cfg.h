@@ -32,6 +32,8 @@ rl_cfg *rl_cfg_new(uint64_t generation);
 void rl_cfg_free(rl_cfg *c);
 int rl_cfg_set_limits(rl_cfg *c, uint32_t max_header_bytes, uint32_t max_headers,
                       uint32_t header_timeout_ms, uint32_t idle_timeout_ms);
+/* Largest request body in bytes (0: unlimited); larger gets 413. */
+int rl_cfg_set_body_limit(rl_cfg *c, uint64_t max_request_body_bytes);
 int rl_cfg_add_cluster(rl_cfg *c, uint32_t slot, int lb, uint32_t connect_timeout_ms,
                        uint32_t idle_timeout_ms, uint32_t max_conns);
 int rl_cfg_cluster_add_endpoint(rl_cfg *c, int cluster, const char *ip, uint16_t port);
@@ -45,6 +47,8 @@ int rl_cfg_match_add_header(rl_cfg *c, int rule, int match, const char *name, co
 int rl_cfg_rule_add_backend(rl_cfg *c, int rule, int cluster, uint32_t weight);
 int rl_cfg_rule_retry_on(rl_cfg *c, int rule, int flag, int status);
 int rl_cfg_rule_header_op(rl_cfg *c, int rule, int op, const char *name, const char *value);
+/* responseHeaderModifier: the same ops on response heads; framing and hop-by-hop names are refused. */
+int rl_cfg_rule_resp_header_op(rl_cfg *c, int rule, int op, const char *name, const char *value);
 int rl_cfg_rule_rewrite_prefix(rl_cfg *c, int rule, const char *prefix);
 /* cffi:end */
 
@@ -98,6 +102,8 @@ typedef struct rl_rule {
     uint64_t retry_status[2]; /* bitmap of 500..599 */
     rl_hdr *hdr_ops[3];       /* RL_HDR_SET, ADD, REMOVE */
     uint32_t nhdr_ops[3];
+    rl_hdr *resp_ops[3];      /* the same, applied to response heads */
+    uint32_t nresp_ops[3];
     rl_str rewrite_prefix;
     int has_rewrite;
 } rl_rule;
@@ -118,6 +124,7 @@ typedef struct rl_listener_cfg {
 struct rl_cfg {
     uint64_t generation;
     uint32_t max_header_bytes, max_headers, header_timeout_ms, idle_timeout_ms;
+    uint64_t max_body_bytes; /* 0: unlimited */
     rl_listener_cfg *listeners;
     uint32_t nlisteners;
     rl_rule *rules;

@@ -16,8 +16,9 @@
 #include "rl_balance.h"
 #include "rl_http.h"
 
-enum { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_TUNNEL };
+enum { C_IDLE, C_HEAD, C_BODY, C_WAIT, C_TUNNEL, C_LINGER };
 #define PAUSE_AT 8 /* queued slices on a destination before its source stops reading */
+#define LINGER_MS 5000 /* longest wait for a client to stop sending a body the proxy refused */
 
 struct rl_http_client {
     rl_conn_base base;
@@ -33,12 +34,16 @@ struct rl_http_client {
     const rl_listener_cfg *lc;
     const rl_rule *rule;
     rl_http_up *up;
+    const rl_endpoint *ep, *avoid; /* of the current attempt; the one a retry should not reuse */
     rl_timer timer;
     uint64_t start_ns, req_deadline;
+    uint64_t body_bytes; /* of the current request, for limits.maxRequestBodyBytes */
     uint32_t stat_slot, cluster_slot;
     int status;
     uint8_t state, attempts, resp_started, req_done, keepalive, close_after, client_eof;
     uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
+    uint8_t too_large; /* the body grew past the limit */
+    uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     char ip[INET6_ADDRSTRLEN];
 };
 
@@ -94,18 +99,34 @@ static void on_released(rl_worker *w, rl_sock *s)
     free(c);
 }
 
+/* ---- timers ---- */
+
+static void on_timer(rl_worker *w, rl_timer *t);
+
+static void arm(rl_worker *w, rl_http_client *c, uint32_t ms);
+
+/* The last response is out. Closing while the client still sends a body would make the kernel
+ * answer its unread bytes with a reset, which can destroy the response before the client reads
+ * it; so, like nginx's lingering close: FIN, discard what still arrives, close at EOF or
+ * LINGER_MS. */
+static void flushed_close(rl_worker *w, rl_http_client *c)
+{
+    if (!c->linger || c->client_eof || c->state == C_LINGER)
+        return client_close(w, c);
+    c->state = C_LINGER;
+    shutdown(c->sock.fd, SHUT_WR);
+    arm(w, c, LINGER_MS);
+    w->eng->recv_start(w, &c->sock); /* feed() discards: close_after is set */
+}
+
 /* Close once everything queued for the client has been sent. */
 static void close_when_flushed(rl_worker *w, rl_http_client *c)
 {
     c->close_after = 1;
     w->eng->recv_stop(w, &c->sock);
     if (!c->out.count && !(c->sock.flags & RL_S_SENDING))
-        client_close(w, c);
+        flushed_close(w, c);
 }
-
-/* ---- timers ---- */
-
-static void on_timer(rl_worker *w, rl_timer *t);
 
 static void arm(rl_worker *w, rl_http_client *c, uint32_t ms)
 {
@@ -157,6 +178,7 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     adopt_newest_cfg(w, c);
     rl_outq_clear(w, &c->retry);
     c->rule = NULL;
+    c->ep = c->avoid = NULL;
     c->status = 0;
     c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = 0;
     if (!c->keepalive || w->draining || (c->client_eof && !c->in.count))
@@ -196,6 +218,8 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
     int must_close = c->state == C_HEAD || c->state == C_IDLE || (c->has_body && !c->req_done);
     if (must_close)
         c->keepalive = 0;
+    if (c->has_body && !c->req_done)
+        c->linger = 1;
     c->resp_started = 1;
     if (rl_http_build_error(w, &c->out, status, !c->keepalive))
         return client_close(w, c);
@@ -224,6 +248,8 @@ static void head_done(rl_worker *w, rl_http_client *c)
     c->upgrade = (uint8_t)rq.upgrade;
     c->method = (uint8_t)rq.method;
     c->state = C_BODY;
+    c->body_bytes = 0;
+    c->too_large = 0;
     if (rq.reject) {
         c->stat_slot = c->lc->noroute_slot;
         c->keepalive = 0;
@@ -233,6 +259,9 @@ static void head_done(rl_worker *w, rl_http_client *c)
     c->stat_slot = c->rule ? c->rule->slot : c->lc->noroute_slot;
     if (!c->rule)
         return respond_error(w, c, 404);
+    /* A declared length over the limit is refused before a byte goes upstream. */
+    if (cfg->max_body_bytes && (c->parser.flags & F_CONTENT_LENGTH) && c->parser.content_length > cfg->max_body_bytes)
+        return respond_error(w, c, 413);
     if (rl_http_build_request(w, &c->retry, h, &rq, &c->parser, c->rule, c->ip))
         return respond_error(w, c, 503);
     uint32_t rt = c->rule->request_timeout_ms;
@@ -339,7 +368,9 @@ static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32
         if (err == HPE_PAUSED_UPGRADE)
             c->state = C_WAIT; /* tunnel bytes wait for the 101 */
     } else if (err != HPE_OK) {
-        respond_error(w, c, 400);
+        /* Past the limit mid-stream: 413 if no response byte went out yet (else a cut); either
+         * way the upstream connection, holding part of a body, is closed, not pooled. */
+        respond_error(w, c, c->too_large ? 413 : 400);
         return len;
     }
     if (used && c->up) {
@@ -427,9 +458,10 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
     c->retry_wait = 0;
     int ci = rl_pick_backend(w, c->rule);
     const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
-    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl) : NULL;
+    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl, c->avoid) : NULL;
     if (!ep)
         return respond_error(w, c, 503);
+    c->ep = ep;
     c->cluster_slot = cl->slot;
     rl_worker_cstats(w, cl->slot)->requests++;
     int status = 503;
@@ -463,6 +495,7 @@ static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status,
     }
     if (!may_retry(c, flag, status))
         return respond_error(w, c, fail_status);
+    c->avoid = c->ep; /* the config (and so the endpoint) is held until the request ends */
     uint32_t backoff = c->rule->retry_backoff_ms;
     if (!backoff)
         return start_attempt(w, c);
@@ -477,7 +510,8 @@ static void on_timer(rl_worker *w, rl_timer *t)
         return start_attempt(w, c);
     switch (c->state) {
     case C_IDLE:
-        return client_close(w, c); /* idle keep-alive timeout */
+    case C_LINGER:
+        return client_close(w, c); /* idle keep-alive timeout, or the client kept sending */
     case C_HEAD:
         c->keepalive = 0; /* slow head (slowloris): answer 408 and cut */
         return respond_error(w, c, 408);
@@ -512,15 +546,17 @@ static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int re
     rl_http_up_detach(w, u, reuse && c->req_done);
     c->up = NULL;
     arm(w, c, 0);
-    if (!c->req_done)
-        c->keepalive = 0; /* the upstream answered before the body ended: stop here */
+    if (!c->req_done) { /* the upstream answered before the body ended: stop here */
+        c->keepalive = 0;
+        c->linger = 1;
+    }
     finish_request(w, c);
 }
 
 void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
 {
     c->up = NULL;
-    u->client = NULL;
+    rl_http_up_unbind(w, u); /* before a retry picks an endpoint: this one is no longer busy */
     if (c->state == C_TUNNEL) /* the upstream closed the tunnel: flush to the client, close */
         return close_when_flushed(w, c);
     /* A response framed by connection close ends here. */
@@ -580,60 +616,105 @@ static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint
     return 0;
 }
 
-/* The response head [pos, end) of data without its hop-by-hop lines, plus "Connection: close"
- * when this response is the connection's last, copied into the client's queue. */
-static int rewrite_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char *data, uint32_t pos,
-                        uint32_t end)
+/* The response head base[0, end) goes to the client: written again when the head changes,
+ * else copied from headbuf, where it was collected. A head that needs no change and lies in
+ * one receive buffer is never paused for: it streams with the body as a slice. */
+static int write_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char *base, uint32_t end)
 {
-    if (u->hop_open)
-        u->hop[u->nhop - 1][1] = end - 2;
-    uint32_t at = pos;
-    for (uint8_t i = 0; i < u->nhop; i++) {
-        if (rl_outq_write(w, &c->out, data + at, u->hop[i][0] - at))
-            return -1;
-        at = u->hop[i][1];
-    }
-    if (rl_outq_write(w, &c->out, data + at, end - 2 - at) ||
-        (!c->keepalive && rl_outq_write(w, &c->out, "Connection: close\r\n", 19)) ||
-        rl_outq_write(w, &c->out, "\r\n", 2))
-        return -1;
+    int rc = u->rewrite ? rl_http_build_response_head(w, &c->out, &u->rh, base, end, c->rule, !c->keepalive)
+                        : rl_outq_write(w, &c->out, base, end);
+    u->rewrite = 0;
+    if (rc)
+        return rc;
     c->resp_started = 1;
     rl_outq_kick(w, &c->sock, &c->out);
     return 0;
+}
+
+/* Appends head bytes to headbuf: a head that spans receive buffers is rewritten whole, and
+ * the offsets recorded so far stay valid (they count from the head's first byte). */
+static int keep_head(rl_http_up *u, const char *p, uint32_t n)
+{
+    uint32_t need = u->headbuf_len + n;
+    if (need > RL_HTTP_MAX_RESP_HEAD)
+        return -1;
+    if (need > u->headbuf_cap) {
+        uint32_t cap = u->headbuf_cap ? u->headbuf_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        char *b = realloc(u->headbuf, cap);
+        if (!b)
+            return -1;
+        u->headbuf = b;
+        u->headbuf_cap = cap;
+    }
+    memcpy(u->headbuf + u->headbuf_len, p, n);
+    u->headbuf_len = need;
+    return 0;
+}
+
+static void drop_headbuf(rl_http_up *u)
+{
+    free(u->headbuf); /* rare: not worth keeping per connection */
+    u->headbuf = NULL;
+    u->headbuf_len = u->headbuf_cap = 0;
 }
 
 void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t bid, uint32_t len)
 {
     const char *data = rl_buf_data(&w->bufs, bid);
     uint32_t pos = 0;
-    while (pos < len && !c->closed && c->up == u) {
+    int again = 1; /* after a pause the parser runs once more even on no bytes: the message may end there */
+    while ((pos < len || again) && !c->closed && c->up == u) {
+        again = 0;
         if (c->state == C_TUNNEL) {
-            if (forward_to_client(w, c, bid, pos, len - pos))
+            if (pos < len && forward_to_client(w, c, bid, pos, len - pos))
                 client_close(w, c);
             break;
         }
-        u->resp_base = data;
-        u->began_here = 0;
-        llhttp_errno_t err = llhttp_execute(&u->parser, data + pos, len - pos);
-        if (err == HPE_PAUSED && u->rewrite) {
-            u->rewrite = 0;
-            uint32_t end = (uint32_t)(llhttp_get_error_pos(&u->parser) - data);
+        /* Parse in the receive buffer, or after the part of a head kept from earlier ones. */
+        const char *from = data + pos;
+        uint32_t n = len - pos, kept = u->headbuf_len;
+        if (kept) {
+            n = n < RL_HTTP_MAX_RESP_HEAD - kept ? n : RL_HTTP_MAX_RESP_HEAD - kept;
+            if (keep_head(u, from, n)) {
+                rl_buf_unref(w, bid);
+                return retry_or_fail(w, c, 0, 0, 502);
+            }
+            from = u->headbuf + kept;
+        }
+        u->resp_base = kept ? u->headbuf : from;
+        llhttp_errno_t err = llhttp_execute(&u->parser, from, n);
+        uint32_t used = err == HPE_OK ? n : (uint32_t)(llhttp_get_error_pos(&u->parser) - from);
+        if (err == HPE_PAUSED && u->head_pause) { /* the head ends here: write it, go on with the body */
+            u->head_pause = 0;
             llhttp_resume(&u->parser);
-            if (rewrite_head(w, c, u, data, pos, end)) {
+            int rc = write_head(w, c, u, u->resp_base, kept + used);
+            if (rc == -2) { /* a malformed head: nothing of it went out yet */
+                rl_buf_unref(w, bid);
+                return retry_or_fail(w, c, 0, 0, 502);
+            }
+            if (rc) {
                 client_close(w, c);
                 break;
             }
-            pos = end; /* the parser has consumed the head: continue with the body */
+            drop_headbuf(u);
+            pos += used;
+            again = 1;
             continue;
         }
-        uint32_t used = len - pos;
+        if (err == HPE_OK && u->in_head) { /* the head goes on in the next receive buffer */
+            if ((!kept && keep_head(u, from, n)) || u->headbuf_len == RL_HTTP_MAX_RESP_HEAD) {
+                rl_buf_unref(w, bid);
+                return retry_or_fail(w, c, 0, 0, 502); /* too large to rewrite */
+            }
+            break;
+        }
         int done = err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE;
-        if (done) {
-            used = (uint32_t)(llhttp_get_error_pos(&u->parser) - (data + pos));
-        } else if (u->retry_status) { /* resp_on_headers_complete chose to retry */
+        if (!done && u->retry_status) { /* resp_on_headers_complete chose to retry */
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, 0, (int)u->parser.status_code, (int)u->parser.status_code);
-        } else if (err != HPE_OK) {
+        } else if (!done && err != HPE_OK) {
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, RL_RETRY_RESET, 0, 502); /* garbage from upstream */
         }
@@ -651,6 +732,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         }
         if (status >= 100 && status < 200) { /* 100 Continue and friends: the final one follows */
             llhttp_resume(&u->parser);
+            again = 1;
             continue;
         }
         response_done(w, c, u, pos == len && llhttp_should_keep_alive(&u->parser));
@@ -664,50 +746,26 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
 static int resp_on_message_begin(llhttp_t *p)
 {
     rl_http_up *u = p->data;
-    u->began_here = 1;
-    u->nhop = u->hop_open = u->split = 0;
-    u->field_len = 0;
+    u->in_head = 1;
+    u->rewrite = u->head_pause = 0;
+    rl_resp_head_reset(&u->rh);
     return 0;
 }
 
 static int resp_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     rl_http_up *u = p->data;
-    uint32_t off = (uint32_t)(at - u->resp_base);
-    if (!u->field_len) { /* a new header line: it ends the previous hop-by-hop one */
-        if (u->hop_open) {
-            u->hop[u->nhop - 1][1] = off;
-            u->hop_open = 0;
-        }
-        u->field_off = off;
-    } else if (off != u->field_off + u->field_len) {
-        u->split = 1; /* the name spans receive buffers */
-    }
-    u->field_len += (uint32_t)len;
+    if (u->in_head) /* not trailer fields */
+        rl_resp_head_field(&u->rh, (uint32_t)(at - u->resp_base), (uint32_t)len);
     return 0;
 }
 
 static int resp_on_header_field_complete(llhttp_t *p)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection"};
     rl_http_up *u = p->data;
-    const char *name = u->resp_base + u->field_off;
-    uint32_t n = u->field_len;
-    u->field_len = 0;
-    if (!u->began_here || u->split)
+    if (!u->in_head)
         return 0;
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++) {
-        if (n == strlen(hop[i]) && strncasecmp(name, hop[i], n) == 0) {
-            if (u->nhop == 4) {
-                u->split = 1; /* too many to strip: forward the head as it is */
-                return 0;
-            }
-            u->hop[u->nhop][0] = u->field_off;
-            u->nhop++;
-            u->hop_open = 1;
-        }
-    }
-    return 0;
+    return rl_resp_head_field_done(&u->rh, u->resp_base, u->client ? u->client->rule : NULL) ? HPE_USER : 0;
 }
 
 static int resp_on_headers_complete(llhttp_t *p)
@@ -715,20 +773,23 @@ static int resp_on_headers_complete(llhttp_t *p)
     rl_http_up *u = p->data;
     rl_http_client *c = u->client;
     int status = p->status_code;
+    u->in_head = 0;
     if (c && status >= 500 && may_retry(c, 0, status)) {
         u->retry_status = 1;
         return HPE_USER;
     }
-    if (u->method == HTTP_HEAD)
-        return 1; /* no body follows, whatever the headers say */
-    if (c && status >= 200 && status != 204 && status != 304 && !(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
+    int no_body = u->method == HTTP_HEAD; /* no body follows, whatever the headers say */
+    if (c && !no_body && status >= 200 && status != 204 && status != 304 &&
+        !(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
         c->keepalive = 0; /* the body ends when the upstream closes: so must the client's */
-    /* Rewrite only final responses whose head lies in this buffer; otherwise it passes as is. */
-    if (c && status >= 200 && u->began_here && !u->split && (u->nhop || !c->keepalive)) {
-        u->rewrite = 1;
-        return HPE_PAUSED;
-    }
-    return 0;
+    /* Final responses are written again when that changes them; 1xx pass as they are. */
+    u->rewrite = c && status >= 200 && (!c->keepalive || rl_resp_head_changes(&u->rh, c->rule));
+    if (!u->rewrite && !u->headbuf_len)
+        return no_body; /* 1: llhttp skips the body */
+    if (no_body)
+        p->flags |= F_SKIPBODY; /* what returning 1 does, as the pause needs the return value */
+    u->head_pause = 1;
+    return HPE_PAUSED;
 }
 
 static int resp_on_message_complete(llhttp_t *p)
@@ -767,8 +828,10 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
 {
     rl_http_client *c = s->owner;
     c->client_eof = 1;
-    if (err)
+    if (err || c->state == C_LINGER)
         return client_close(w, c);
+    if (c->close_after)
+        return; /* closing once the response is flushed: the client has stopped sending */
     if (c->state == C_IDLE || c->state == C_HEAD)
         return close_when_flushed(w, c); /* a response may still be on its way out */
     if (c->state == C_BODY)
@@ -789,7 +852,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int err)
     rl_outq_pop(w, &c->out);
     rl_outq_kick(w, s, &c->out);
     if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))
-        return client_close(w, c);
+        return flushed_close(w, c);
     if (c->up && c->out.count < PAUSE_AT / 2)
         rl_http_up_resume(w, c->up);
 }
@@ -812,7 +875,7 @@ static const rl_sock_ops client_ops = {
 static void client_drain(rl_worker *w, rl_conn_base *b)
 {
     rl_http_client *c = rl_container_of(b, rl_http_client, base);
-    if (c->state == C_IDLE && !c->in.count)
+    if ((c->state == C_IDLE && !c->in.count) || c->state == C_LINGER)
         client_close(w, c);
     else
         c->keepalive = 0; /* finish this request, then close */
@@ -833,12 +896,28 @@ static void client_destroy(rl_worker *w, rl_conn_base *b)
     free(c);
 }
 
+/* Request body bytes (chunk framing excluded) against limits.maxRequestBodyBytes. */
+static int req_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_client *c = rl_container_of((rl_http_head **)p->data, rl_http_client, head);
+    uint64_t max = cfg_of(c)->max_body_bytes;
+    (void)at;
+    c->body_bytes += len;
+    if (max && c->body_bytes > max) {
+        c->too_large = 1;
+        return HPE_USER;
+    }
+    return 0;
+}
+
 static const llhttp_settings_t *request_settings(rl_worker *w)
 {
     if (!w->http_req_settings) {
         llhttp_settings_t *s = calloc(1, sizeof(*s));
-        if (s)
+        if (s) {
             rl_http_head_settings(s);
+            s->on_body = req_on_body;
+        }
         w->http_req_settings = s;
     }
     return w->http_req_settings;

@@ -1,6 +1,7 @@
-/* rl_http: the HTTP/1.1 reverse proxy, in four files with one job each:
+/* rl_http: the HTTP/1.1 reverse proxy, in five files with one job each:
  *   rl_http_head.c   request-head spans from llhttp, and route matching (no I/O)
  *   rl_http_build.c  the upstream request head and proxy-generated responses (no I/O)
+ *   rl_http_resp.c   the response head rewrite: dropped lines, header filter (no I/O)
  *   rl_http.c        the client-side state machine
  *   rl_http_up.c     upstream connections and per-worker keep-alive pools */
 #ifndef RL_HTTP_H
@@ -55,6 +56,34 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
                           const llhttp_t *p, const rl_rule *r, const char *client_ip);
 int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close);
 
+/* A response head being parsed for its rewrite: the header lines to drop, as [start, end)
+ * offsets from the head's first byte (the head is contiguous: see rl_http_up.headbuf). */
+typedef struct rl_resp_head {
+    uint32_t field_off, field_len; /* the field name being parsed */
+    uint32_t (*drop)[2];           /* grown on demand, kept across the connection's responses */
+    uint32_t ndrop, drop_cap;
+    uint8_t drop_open;             /* the last dropped line ends where the next field starts */
+} rl_resp_head;
+
+/* rl_http_resp.c */
+void rl_resp_head_reset(rl_resp_head *h);
+void rl_resp_head_free(rl_resp_head *h);
+/* llhttp reported a piece of a field name, at off from the head's first byte. */
+void rl_resp_head_field(rl_resp_head *h, uint32_t off, uint32_t len);
+/* The field name is complete (base: the head's first byte; r may be NULL): 0, or -1 when out of memory. */
+int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r);
+/* Whether a response header line named name[0, n) is dropped (hop-by-hop, or set/removed by r). */
+int rl_resp_head_drops(const rl_rule *r, const char *name, uint32_t n);
+/* Whether the head written again would differ from the upstream's (besides Connection: close). */
+int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r);
+/* The head base[0, end) into q without its dropped lines, with r's set and add headers, and with
+ * "Connection: close" when close; 0, -1 when out of buffers, -2 when the head has a bare CR. */
+int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
+                                const rl_rule *r, int close);
+
+/* Largest response head the proxy collects when it spans receive buffers; larger gets 502. */
+#define RL_HTTP_MAX_RESP_HEAD 65536
+
 typedef struct rl_http_client rl_http_client;
 
 enum { U_CONNECTING, U_BUSY, U_IDLE };
@@ -75,12 +104,17 @@ typedef struct rl_http_up {
     uint8_t state, method, retry_status, closed, shut_pending;
     uint8_t reused; /* taken from the pool for this request: the upstream may have closed it */
     uint8_t heard;  /* a response byte arrived for this request */
-    /* Response head rewrite (hop-by-hop headers out, "Connection: close" in when it is the
-     * connection's last): offsets into the buffer being parsed, valid while its head is in it. */
+    uint8_t lb;     /* what rl_lb_begin counted for the client's exchange (rl_balance.h) */
+    /* Response head rewrite (hop-by-hop headers out, the rule's responseHeaderModifier applied,
+     * "Connection: close" in when it is the connection's last). resp_base is the head's first
+     * byte: in the receive buffer, or in headbuf when the head spans receives. */
     const char *resp_base;
-    uint32_t field_off, field_len;
-    uint32_t hop[4][2];
-    uint8_t nhop, hop_open, began_here, split, rewrite;
+    rl_resp_head rh;
+    char *headbuf;
+    uint32_t headbuf_len, headbuf_cap;
+    uint8_t in_head;    /* between message begin and headers complete */
+    uint8_t head_pause; /* the parser paused at the end of the head, to write it */
+    uint8_t rewrite;    /* ... and the head is written again, not forwarded as it is */
 } rl_http_up;
 
 /* rl_http_up.c */
@@ -90,6 +124,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
 void rl_http_up_send(rl_worker *w, rl_http_up *u);           /* kick its output queue */
 rl_outq *rl_http_up_outq(rl_http_up *u);
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse); /* client done with it */
+void rl_http_up_unbind(rl_worker *w, rl_http_up *u); /* the exchange ended: no client, not in flight */
 void rl_http_up_set_method(rl_http_up *u, int method);
 void rl_http_up_resume(rl_worker *w, rl_http_up *u); /* the client drained: read again */
 void rl_http_up_pause(rl_worker *w, rl_http_up *u);

@@ -10,11 +10,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rl_balance.h"
 #include "rl_http.h"
 
 static const rl_sock_ops up_ops;
 static void up_drain(rl_worker *w, rl_conn_base *b);
 static void up_destroy(rl_worker *w, rl_conn_base *b);
+
+void rl_http_up_unbind(rl_worker *w, rl_http_up *u)
+{
+    u->client = NULL;
+    if (u->lb)
+        rl_lb_end(w, u->cluster_slot, &u->addr, u->addrlen, u->lb);
+    u->lb = 0;
+}
 
 static void up_close(rl_worker *w, rl_http_up *u)
 {
@@ -27,7 +36,7 @@ static void up_close(rl_worker *w, rl_http_up *u)
         u->pool->nidle--;
         w->totals.upstream_conns_idle--;
     }
-    u->client = NULL;
+    rl_http_up_unbind(w, u);
     rl_outq_clear(w, &u->out);
     w->eng->close(w, &u->sock);
 }
@@ -39,6 +48,8 @@ static void on_released(rl_worker *w, rl_sock *s)
     w->totals.upstream_conns_active--;
     rl_conn_untrack(w, &u->base, 0);
     rl_outq_free(&u->out);
+    rl_resp_head_free(&u->rh);
+    free(u->headbuf);
     free(u);
 }
 
@@ -58,7 +69,7 @@ static void on_idle_timeout(rl_worker *w, rl_timer *t)
 
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
 {
-    u->client = NULL;
+    rl_http_up_unbind(w, u);
     if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY)
         return up_close(w, u);
     u->state = U_IDLE;
@@ -94,10 +105,11 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         u->state = U_BUSY;
         u->client = c;
         u->idle_ms = cl->idle_timeout_ms;
-        u->rewrite = u->retry_status = u->heard = 0;
+        u->rewrite = u->retry_status = u->heard = u->in_head = u->head_pause = 0;
         u->reused = 1;
         llhttp_init(&u->parser, HTTP_RESPONSE, settings);
         u->parser.data = u;
+        u->lb = (uint8_t)rl_lb_begin(w, cl, &u->addr, u->addrlen);
         return u;
     }
     if (pool->nopen >= cl->max_conns) {
@@ -134,6 +146,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
     w->totals.upstream_conns_active++;
     rl_conn_track(w, &u->base, 0);
     rl_worker_cstats(w, cl->slot)->connections_opened++;
+    u->lb = (uint8_t)rl_lb_begin(w, cl, &u->addr, u->addrlen);
     if (w->eng->attach(w, &u->sock)) {
         up_close(w, u);
         *status = 503;
@@ -231,6 +244,8 @@ static void up_destroy(rl_worker *w, rl_conn_base *b)
     if (!u->closed)
         close(u->sock.fd);
     rl_outq_free(&u->out);
+    rl_resp_head_free(&u->rh);
+    free(u->headbuf);
     free(u);
 }
 

@@ -27,8 +27,10 @@ typedef struct rl_relay {
     relay_side side[2]; /* 0: client, 1: upstream */
     rl_cfg_hold *hold;
     uint32_t listener_slot, cluster_slot;
+    const rl_endpoint *ep; /* in the held config, so valid while the relay lives */
     rl_timer connect_timer;
     uint8_t connected, closing;
+    uint8_t lb; /* what rl_lb_begin counted: a session is one exchange for least-request */
 } rl_relay;
 
 static const rl_sock_ops relay_ops;
@@ -42,6 +44,9 @@ static void relay_close(rl_worker *w, rl_relay *r)
         return;
     r->closing = 1;
     rl_timer_cancel(&w->wheel, &r->connect_timer);
+    if (r->lb)
+        rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
+    r->lb = 0;
     for (int i = 0; i < 2; i++) {
         rl_outq_clear(w, &r->side[i].out);
         if (r->side[i].sock.fd >= 0)
@@ -200,7 +205,7 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     const rl_cfg *cfg = r->hold->cfg;
     int ci = lc->nrules ? rl_pick_backend(w, &cfg->rules[lc->rules[0]]) : -1;
     const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
-    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl) : NULL;
+    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl, NULL) : NULL;
     if (cl)
         r->cluster_slot = cl->slot;
     int ufd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
@@ -212,6 +217,8 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     rl_cluster_stats *cs = rl_worker_cstats(w, cl->slot);
     cs->requests++;
     cs->connections_opened++;
+    r->ep = ep;
+    r->lb = (uint8_t)rl_lb_begin(w, cl, &ep->addr, ep->addrlen);
     int one = 1;
     setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

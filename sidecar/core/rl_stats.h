@@ -28,6 +28,7 @@ typedef struct rl_cluster_stats {
     uint64_t requests;
     uint64_t connect_errors;
     uint64_t connections_opened;
+    uint64_t rq_active; /* a gauge: requests (or TCP sessions) in flight to the cluster now */
 } rl_cluster_stats;
 
 typedef struct rl_worker_totals {

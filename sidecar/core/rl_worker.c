@@ -289,6 +289,7 @@ void *rl_worker_main(void *arg)
     while (!rl_list_empty(&w->holds))
         drop_hold(w, rl_container_of(w->holds.next, rl_cfg_hold, node));
     rl_bufs_fini(&w->bufs);
+    rl_load_free(&w->loads);
     free(w->http_scratch);
     free(w->http_req_settings);
     free(w->http_resp_settings);

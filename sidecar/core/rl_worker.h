@@ -11,6 +11,7 @@
 #include "rl_buf.h"
 #include "rl_cfg.h"
 #include "rl_io.h"
+#include "rl_load.h"
 #include "rl_stats.h"
 #include "rl_timer.h"
 
@@ -63,6 +64,7 @@ struct rl_worker {
     int draining, accepting;
     uint64_t drain_deadline_ms;
     uint32_t rr[RL_MAX_SLOTS_CFG]; /* round-robin cursor per cluster slot */
+    rl_loads loads;                /* requests in flight per endpoint (least-request) */
 
     rl_pool *pools[RL_MAX_SLOTS];
     rl_listener_stats *lstats[RL_MAX_SLOTS];

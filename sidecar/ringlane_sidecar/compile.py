@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ringlane_sidecar.config import Config, Rule
+from ringlane_sidecar.config import Config, HeaderModifier, Rule
 
 LB = {"round-robin": 0, "least-request": 1, "random": 2}
 PROTO = {"http": 0, "tcp": 1}
@@ -64,16 +64,22 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+def _header_ops(ffi, lib, add_op, c, ri: int, mod: HeaderModifier, what: str) -> None:  # type: ignore[no-untyped-def]
+    for h in mod.set:
+        _check(add_op(c, ri, lib.RL_HDR_SET, h.name.encode(), h.value.encode()), f"{what} set {h.name}")
+    for h in mod.add:
+        _check(add_op(c, ri, lib.RL_HDR_ADD, h.name.encode(), h.value.encode()), f"{what} add {h.name}")
+    for name in mod.remove:
+        _check(add_op(c, ri, lib.RL_HDR_REMOVE, name.encode(), ffi.NULL), f"{what} remove {name}")
+
+
 def _rule_filters(ffi, lib, c, ri: int, rule: Rule) -> None:  # type: ignore[no-untyped-def]
     for f in rule.filters:
-        mod = f.request_header_modifier
-        if mod:
-            for h in mod.set:
-                _check(lib.rl_cfg_rule_header_op(c, ri, lib.RL_HDR_SET, h.name.encode(), h.value.encode()), "header set")
-            for h in mod.add:
-                _check(lib.rl_cfg_rule_header_op(c, ri, lib.RL_HDR_ADD, h.name.encode(), h.value.encode()), "header add")
-            for name in mod.remove:
-                _check(lib.rl_cfg_rule_header_op(c, ri, lib.RL_HDR_REMOVE, name.encode(), ffi.NULL), "header remove")
+        if f.request_header_modifier:
+            _header_ops(ffi, lib, lib.rl_cfg_rule_header_op, c, ri, f.request_header_modifier, "request header")
+        if f.response_header_modifier:
+            _header_ops(ffi, lib, lib.rl_cfg_rule_resp_header_op, c, ri, f.response_header_modifier,
+                        "response header")
         if f.url_rewrite and f.url_rewrite.replace_prefix_match is not None:
             _check(lib.rl_cfg_rule_rewrite_prefix(c, ri, f.url_rewrite.replace_prefix_match.encode()), "rewrite")
 
@@ -87,6 +93,7 @@ def compile_config(cfg: Config, slots: Slots, ffi, lib):  # type: ignore[no-unty
         lim = cfg.limits
         lib.rl_cfg_set_limits(c, lim.max_request_header_bytes, lim.max_request_headers,
                               lim.request_header_timeout_ms, lim.idle_timeout_ms)
+        lib.rl_cfg_set_body_limit(c, lim.max_request_body_bytes)
         cluster_index: dict[str, int] = {}
         for cl in cfg.clusters:
             ci = _check(lib.rl_cfg_add_cluster(c, slots.clusters.slot(cl.name), LB[cl.load_balancer],

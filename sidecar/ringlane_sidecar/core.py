@@ -137,10 +137,12 @@ class Core:
         out = ffi.new("rl_cluster_stats *")
         result: dict[str, dict[str, int]] = {}
         for slot, name in self.slots.clusters.names().items():
-            acc = {"requests": 0, "connect_errors": 0, "connections_opened": 0}
+            acc = {"requests": 0, "connect_errors": 0, "connections_opened": 0, "active": 0}
             for i in self.workers():
                 if lib.rl_core_read_cluster(self._core, i, slot, out) == 0:
-                    for k in acc:
-                        acc[k] += getattr(out, k)
+                    acc["requests"] += out.requests
+                    acc["connect_errors"] += out.connect_errors
+                    acc["connections_opened"] += out.connections_opened
+                    acc["active"] += out.rq_active  # a gauge: requests in flight now
             result[name] = acc
         return result

@@ -107,11 +107,15 @@ class CoreCollector(Collector):
                                    labels=("cluster",))
         reqs = CounterMetricFamily("ringlane_upstream_requests", "Requests (or TCP sessions) sent upstream.",
                                    labels=("cluster",))
+        active = GaugeMetricFamily("ringlane_upstream_requests_active",
+                                   "Requests (or TCP sessions) in flight to the cluster now.", labels=("cluster",))
         for name, s in sorted(core.cluster_stats().items()):
             errs.add_metric((name,), s["connect_errors"])
             reqs.add_metric((name,), s["requests"])
+            active.add_metric((name,), s["active"])
         yield errs
         yield reqs
+        yield active
 
     def _engine(self, core: Core) -> Iterator[Metric]:
         totals = list(core.totals())

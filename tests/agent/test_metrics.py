@@ -23,6 +23,7 @@ EXPECTED_TYPES = {
     "ringlane_tcp_tx_bytes_total": "counter",
     "ringlane_upstream_connect_errors_total": "counter",
     "ringlane_upstream_requests_total": "counter",
+    "ringlane_upstream_requests_active": "gauge",
     "ringlane_config_generation": "gauge",
     "ringlane_config_reloads_total": "counter",
     "ringlane_engine_info": "gauge",
@@ -94,6 +95,7 @@ def check_exact(sc: Sidecar, sent: Sent) -> None:
     assert sample(s, "ringlane_upstream_requests_total", cluster="a") == N
     assert sample(s, "ringlane_upstream_connect_errors_total", cluster="a") == 0
     assert sample(s, "ringlane_upstream_requests_total", cluster="none") == 0
+    assert sample(s, "ringlane_upstream_requests_active", cluster="a") == 0  # nothing left in flight
 
     hist = "ringlane_http_request_duration_seconds"
     for route, n in (("r1", N), ("", M), ("r-empty", K)):

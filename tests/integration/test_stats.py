@@ -118,7 +118,7 @@ def test_tcp_byte_counts(core, tcp_server) -> None:
                   "3 relays closed")
     assert ls == {"conns_opened": 3, "conns_closed": 3, "rx_bytes": total, "tx_bytes": total}
     cs = c.cluster_stats()["e"]
-    assert cs == {"requests": 3, "connect_errors": 0, "connections_opened": 3}
+    assert cs == {"requests": 3, "connect_errors": 0, "connections_opened": 3, "active": 0}
 
 
 def test_pipelined_requests_each_counted(core, nginx) -> None:

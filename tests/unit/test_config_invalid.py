@@ -237,6 +237,18 @@ CASES = [
          "set and remove may name a header once, case-insensitively)"),
     case("two-kinds-in-one-filter", lambda d: rule(d)["filters"][1].update(responseHeaderModifier={"remove": ["server"]}),
          f"{R0}.filters[1]: set exactly one of requestHeaderModifier, responseHeaderModifier, urlRewrite"),
+    case("response-modifier-framing-headers",
+         lambda d: rule(d)["filters"].append({"responseHeaderModifier": {
+             "set": [{"name": "Content-Length", "value": "0"}], "add": [{"name": "x-ok", "value": "1"}],
+             "remove": ["transfer-encoding", "Connection"]}}),
+         f'{R0}.filters[2].responseHeaderModifier.set[0].name: "Content-Length" frames the body or the connection: '
+         "the proxy manages it and a responseHeaderModifier cannot change it",
+         f'{R0}.filters[2].responseHeaderModifier.remove[0]: "transfer-encoding" frames the body or the connection: '
+         "the proxy manages it and a responseHeaderModifier cannot change it",
+         f'{R0}.filters[2].responseHeaderModifier.remove[1]: "Connection" frames the body or the connection: '
+         "the proxy manages it and a responseHeaderModifier cannot change it"),
+    case("limits-body-negative", lambda d: d.update(limits={"maxRequestBodyBytes": -1}),
+         "limits.maxRequestBodyBytes: must be at least 0, got -1"),
     case("empty-filter", lambda d: rule(d)["filters"].append({}),
          f"{R0}.filters[2]: set exactly one of requestHeaderModifier, responseHeaderModifier, urlRewrite"),
     case("duplicate-filter-kind", lambda d: rule(d)["filters"].append({"urlRewrite": {"hostname": "internal"}}),

@@ -90,6 +90,7 @@ def test_defaults_applied() -> None:
     assert (cfg.admin.address, cfg.admin.host, cfg.admin.port) == ("0.0.0.0:9901", "0.0.0.0", 9901)
     assert cfg.limits == Limits()
     assert (cfg.limits.max_request_header_bytes, cfg.limits.max_request_headers) == (65536, 100)
+    assert cfg.limits.max_request_body_bytes == 0  # unlimited: bodies stream
     assert (cfg.limits.request_header_timeout_ms, cfg.limits.idle_timeout_ms, cfg.limits.drain_timeout_ms) == (
         10_000, 60_000, 20_000)
     listener = cfg.listeners[0]

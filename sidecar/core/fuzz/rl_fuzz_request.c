@@ -1,7 +1,10 @@
 /* libFuzzer target for the request path: llhttp parsing with Ringlane's span callbacks, request
- * facts, routing, and the upstream head rewrite. Built by `make fuzz` (clang, ASan + UBSan). */
+ * facts, routing, and the upstream head rewrite; and, for inputs that start with "HTTP/", the
+ * response head rewrite (dropped lines, responseHeaderModifier) checked against the head it
+ * must produce. Built by `make fuzz` (clang, ASan + UBSan). */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "rl_http.h"
 
@@ -45,13 +48,175 @@ static rl_cfg *fuzz_cfg(void)
     rl_cfg_rule_add_hostname(c, r2, "*.example.com");
     rl_cfg_rule_add_match(c, r2, RL_PATH_EXACT, "/", NULL);
     rl_cfg_rule_add_backend(c, r2, cl, 1);
+    /* A third rule, only for the response path: a responseHeaderModifier. */
+    int r3 = rl_cfg_add_rule(c, l, 4, 0, 0, 0, 0);
+    rl_cfg_rule_add_match(c, r3, RL_PATH_PREFIX, "/resp", NULL);
+    rl_cfg_rule_add_backend(c, r3, cl, 1);
+    rl_cfg_rule_resp_header_op(c, r3, RL_HDR_SET, "X-Env", "prod");
+    rl_cfg_rule_resp_header_op(c, r3, RL_HDR_ADD, "x-added", "a1");
+    rl_cfg_rule_resp_header_op(c, r3, RL_HDR_REMOVE, "server", NULL);
+    rl_cfg_rule_resp_header_op(c, r3, RL_HDR_REMOVE, "X-SECRET", NULL);
     return c;
+}
+
+/* ---- the response path ---- */
+
+#define MAX_NAMES 256
+
+/* Field names of one parsed response head, as spans of base (pieces of one name are contiguous). */
+typedef struct names {
+    const char *base;
+    uint32_t off[MAX_NAMES], len[MAX_NAMES];
+    uint32_t n, piece;
+    int in_head, too_many;
+    rl_resp_head rh; /* for the original head: the rewrite's bookkeeping, as rl_http.c feeds it */
+    const rl_rule *rule;
+} names;
+
+static int nm_begin(llhttp_t *p)
+{
+    names *f = p->data;
+    f->in_head = 1;
+    rl_resp_head_reset(&f->rh);
+    return 0;
+}
+
+static int nm_field(llhttp_t *p, const char *at, size_t len)
+{
+    names *f = p->data;
+    if (!f->in_head)
+        return 0;
+    uint32_t off = (uint32_t)(at - f->base);
+    if (!f->piece) {
+        if (f->n == MAX_NAMES) {
+            f->too_many = 1;
+        } else {
+            f->off[f->n] = off;
+            f->len[f->n] = 0;
+        }
+    }
+    if (f->n < MAX_NAMES)
+        f->len[f->n] = off + (uint32_t)len - f->off[f->n];
+    f->piece = 1;
+    if (f->rule)
+        rl_resp_head_field(&f->rh, off, (uint32_t)len);
+    return 0;
+}
+
+static int nm_field_done(llhttp_t *p)
+{
+    names *f = p->data;
+    if (!f->in_head)
+        return 0;
+    f->piece = 0;
+    if (f->n < MAX_NAMES)
+        f->n++;
+    return f->rule && rl_resp_head_field_done(&f->rh, f->base, f->rule) ? -1 : 0;
+}
+
+static int nm_headers_done(llhttp_t *p)
+{
+    ((names *)p->data)->in_head = 0;
+    return HPE_PAUSED;
+}
+
+static void names_settings(llhttp_settings_t *s)
+{
+    llhttp_settings_init(s);
+    s->on_message_begin = nm_begin;
+    s->on_header_field = nm_field;
+    s->on_header_field_complete = nm_field_done;
+    s->on_headers_complete = nm_headers_done;
+}
+
+static int is(const names *f, uint32_t i, const char *lit)
+{
+    return f->len[i] == strlen(lit) && strncasecmp(f->base + f->off[i], lit, f->len[i]) == 0;
+}
+
+/* What the proxy drops, said independently of rl_resp_head_drops: hop-by-hop, set and removed. */
+static int dropped(const names *f, uint32_t i)
+{
+    return is(f, i, "connection") || is(f, i, "keep-alive") || is(f, i, "proxy-connection") || is(f, i, "server") ||
+           is(f, i, "x-secret") || is(f, i, "x-env");
+}
+
+static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data, size_t size)
+{
+    llhttp_settings_t settings;
+    names_settings(&settings);
+    static names in, out; /* large: not on the stack */
+    memset(&in, 0, sizeof(in));
+    in.base = (const char *)data;
+    in.rule = rule;
+    llhttp_t parser;
+    llhttp_init(&parser, HTTP_RESPONSE, &settings);
+    parser.data = &in;
+    /* Two pieces, like a head collected from two receive buffers. */
+    size_t split = data[size - 1] % (size + 1);
+    llhttp_errno_t err = llhttp_execute(&parser, (const char *)data, split);
+    if (err == HPE_OK)
+        err = llhttp_execute(&parser, (const char *)data + split, size - split);
+    if (err != HPE_PAUSED || in.too_many || parser.status_code < 200) {
+        rl_resp_head_free(&in.rh);
+        return; /* not a complete final head: the proxy passes or refuses it, nothing to rewrite */
+    }
+    uint32_t end = (uint32_t)(llhttp_get_error_pos(&parser) - (const char *)data);
+    int close = (int)(size & 1);
+    rl_outq q;
+    memset(&q, 0, sizeof(q));
+    if (rl_http_build_response_head(w, &q, &in.rh, (const char *)data, end, rule, close)) {
+        rl_outq_clear(w, &q);
+        rl_outq_free(&q);
+        rl_resp_head_free(&in.rh);
+        return; /* a bare CR (the proxy answers 502), or out of transmit buffers */
+    }
+    char *buf = malloc(q.bytes ? q.bytes : 1);
+    uint32_t len = 0;
+    for (uint16_t i = 0; i < q.count; i++) {
+        rl_slice sl = q.s[(q.head + i) % q.cap];
+        memcpy(buf + len, rl_buf_data(&w->bufs, sl.bid) + sl.off, sl.len);
+        len += sl.len;
+    }
+    rl_outq_clear(w, &q);
+    rl_outq_free(&q);
+    rl_resp_head_free(&in.rh);
+
+    /* The written head is one complete head, with the same status and framing... */
+    memset(&out, 0, sizeof(out));
+    out.base = buf;
+    llhttp_t again;
+    llhttp_init(&again, HTTP_RESPONSE, &settings);
+    again.data = &out;
+    if (llhttp_execute(&again, buf, len) != HPE_PAUSED || llhttp_get_error_pos(&again) != buf + len)
+        abort();
+    uint16_t framing = F_CHUNKED | F_CONTENT_LENGTH;
+    if (again.status_code != parser.status_code || (again.flags & framing) != (parser.flags & framing) ||
+        ((parser.flags & F_CONTENT_LENGTH) && again.content_length != parser.content_length))
+        abort();
+    /* ... whose field names are the kept ones in order, then the filter's, then Connection: close. */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < in.n; i++) {
+        if (dropped(&in, i))
+            continue;
+        if (k >= out.n || out.len[k] != in.len[i] || memcmp(out.base + out.off[k], in.base + in.off[i], in.len[i]))
+            abort();
+        k++;
+    }
+    if (k + 2 + (uint32_t)close != out.n || !is(&out, k, "x-env") || !is(&out, k + 1, "x-added") ||
+        (close && !is(&out, k + 2, "connection")))
+        abort();
+    free(buf);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     rl_worker *w = fuzz_worker();
     rl_cfg *cfg = fuzz_cfg();
+    if (size > 5 && memcmp(data, "HTTP/", 5) == 0) {
+        fuzz_response(w, &cfg->rules[2], data, size);
+        return 0;
+    }
     llhttp_settings_t settings;
     llhttp_t parser;
     rl_http_head_settings(&settings);

@@ -25,6 +25,7 @@ def build_config(doc: Doc) -> Config:
             doc.get("limits", {}),
             max_request_header_bytes="maxRequestHeaderBytes",
             max_request_headers="maxRequestHeaders",
+            max_request_body_bytes="maxRequestBodyBytes",
             request_header_timeout="requestHeaderTimeout",
             idle_timeout="idleTimeout",
             drain_timeout="drainTimeout",

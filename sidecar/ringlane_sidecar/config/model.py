@@ -53,6 +53,7 @@ class AdminSettings:
 class Limits:
     max_request_header_bytes: int = 65536
     max_request_headers: int = 100
+    max_request_body_bytes: int = 0  # 0: unlimited (bodies stream; nothing is buffered)
     request_header_timeout: str = "10s"
     idle_timeout: str = "60s"
     drain_timeout: str = "20s"

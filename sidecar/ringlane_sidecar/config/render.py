@@ -1,7 +1,8 @@
 """Config -> canonical JSON-ready dict (every default explicit), and its hash.
 
 The inverse of build.py: parse_config(config_to_dict(c)) == c. Optional
-scalars that are unset (a timeout, a method, a selector) are left out.
+scalars that are unset (a timeout, a method, a selector, a body limit of 0)
+are left out.
 """
 from __future__ import annotations
 
@@ -20,16 +21,25 @@ def config_to_dict(cfg: Config) -> Doc:
         "generation": cfg.generation,
         "engine": {"kind": cfg.engine.kind, "workers": cfg.engine.workers, "pin": cfg.engine.pin},
         "admin": {"address": cfg.admin.address},
-        "limits": {
-            "maxRequestHeaderBytes": cfg.limits.max_request_header_bytes,
-            "maxRequestHeaders": cfg.limits.max_request_headers,
-            "requestHeaderTimeout": cfg.limits.request_header_timeout,
-            "idleTimeout": cfg.limits.idle_timeout,
-            "drainTimeout": cfg.limits.drain_timeout,
-        },
+        "limits": _limits(cfg),
         "listeners": [_listener(item) for item in cfg.listeners],
         "clusters": [_cluster(item) for item in cfg.clusters],
     }
+
+
+def _limits(cfg: Config) -> Doc:
+    out: Doc = {
+        "maxRequestHeaderBytes": cfg.limits.max_request_header_bytes,
+        "maxRequestHeaders": cfg.limits.max_request_headers,
+        "requestHeaderTimeout": cfg.limits.request_header_timeout,
+        "idleTimeout": cfg.limits.idle_timeout,
+        "drainTimeout": cfg.limits.drain_timeout,
+    }
+    # Unlimited (0) is left out like an unset timeout: configs that do not use the limit keep
+    # their hash, and sidecars that predate the field still accept them.
+    if cfg.limits.max_request_body_bytes:
+        out["maxRequestBodyBytes"] = cfg.limits.max_request_body_bytes
+    return out
 
 
 def config_hash(cfg: Config) -> str:

@@ -92,6 +92,8 @@ def _filters(v: View, rule_path: Path, out: list[Issue]) -> None:
         kinds.append((filter_path, kind))
         if kind in _HEADER_MODIFIERS:
             _modifier_names(v, filter_path + (kind,), out)
+        if kind == "responseHeaderModifier":
+            _response_names(v, filter_path + (kind,), out)
         elif kind == "urlRewrite":
             _rewrite_needs_prefix(v, rule_path, filter_path + (kind, "path"), out)
     for path, kind in kinds:  # Gateway API: each filter kind at most once per rule
@@ -105,6 +107,22 @@ def _modifier_names(v: View, path: Path, out: list[Issue]) -> None:
     names = [(p + ("name",), n) for p, _ in v.items(path + ("set",)) if (n := v.text(p + ("name",)))]
     names += v.strings(path + ("remove",))
     unique(names, "header", out, key=str.lower, note="; set and remove may name a header once, case-insensitively")
+
+
+# Response bodies stream through untouched, so what frames them (and the per-connection headers
+# the proxy writes itself) cannot be edited; the C core refuses these names too.
+_PROXY_OWNED_RESPONSE_HEADERS = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade", "te", "trailer"))
+
+
+def _response_names(v: View, path: Path, out: list[Issue]) -> None:
+    names = [(p + ("name",), n) for key in ("set", "add") for p, _ in v.items(path + (key,))
+             if (n := v.text(p + ("name",)))]
+    names += v.strings(path + ("remove",))
+    for name_path, name in names:
+        if name.lower() in _PROXY_OWNED_RESPONSE_HEADERS:
+            out.append((name_path, f"{json.dumps(name)} frames the body or the connection: the proxy manages it "
+                                   "and a responseHeaderModifier cannot change it"))
 
 
 def _rewrite_needs_prefix(v: View, rule_path: Path, rewrite_path: Path, out: list[Issue]) -> None:

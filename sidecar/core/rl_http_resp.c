@@ -1,0 +1,142 @@
+/* rl_http_resp: the response head rewrite, without I/O: which header lines to drop (hop-by-hop,
+ * and the names the rule's responseHeaderModifier sets or removes), and the head written again
+ * without them plus the rule's set and add headers. Bodies are never touched, so framing
+ * headers are never edited (rl_cfg refuses filters that name them). */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "rl_http.h"
+
+void rl_resp_head_reset(rl_resp_head *h)
+{
+    h->field_off = h->field_len = 0;
+    h->ndrop = 0;
+    h->drop_open = 0;
+}
+
+void rl_resp_head_free(rl_resp_head *h)
+{
+    free(h->drop);
+    memset(h, 0, sizeof(*h));
+}
+
+void rl_resp_head_field(rl_resp_head *h, uint32_t off, uint32_t len)
+{
+    if (!h->field_len) { /* a new header line: it ends the dropped line before it */
+        if (h->drop_open) {
+            h->drop[h->ndrop - 1][1] = off;
+            h->drop_open = 0;
+        }
+        h->field_off = off;
+    }
+    h->field_len += len; /* the head is contiguous from base, so pieces follow each other */
+}
+
+static int named(const rl_hdr *list, uint32_t count, const char *name, uint32_t n)
+{
+    for (uint32_t i = 0; i < count; i++)
+        if (list[i].name.len == n && strncasecmp(list[i].name.p, name, n) == 0)
+            return 1;
+    return 0;
+}
+
+int rl_resp_head_drops(const rl_rule *r, const char *name, uint32_t n)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection"};
+    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+        if (n == strlen(hop[i]) && strncasecmp(name, hop[i], n) == 0)
+            return 1;
+    return r && (named(r->resp_ops[RL_HDR_SET], r->nresp_ops[RL_HDR_SET], name, n) ||
+                 named(r->resp_ops[RL_HDR_REMOVE], r->nresp_ops[RL_HDR_REMOVE], name, n));
+}
+
+int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
+{
+    uint32_t off = h->field_off, n = h->field_len;
+    h->field_len = 0;
+    if (!rl_resp_head_drops(r, base + off, n))
+        return 0;
+    if (h->ndrop && h->drop[h->ndrop - 1][1] == off) { /* right after a dropped line: extend it */
+        h->drop_open = 1;
+        return 0;
+    }
+    if (h->ndrop == h->drop_cap) { /* e.g. many Set-Cookie lines a filter removes */
+        uint32_t cap = h->drop_cap ? h->drop_cap * 2 : 8;
+        uint32_t(*d)[2] = realloc(h->drop, cap * sizeof(*d));
+        if (!d)
+            return -1;
+        h->drop = d;
+        h->drop_cap = cap;
+    }
+    h->drop[h->ndrop][0] = h->drop[h->ndrop][1] = off;
+    h->ndrop++;
+    h->drop_open = 1;
+    return 0;
+}
+
+int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r)
+{
+    return h->ndrop || (r && (r->nresp_ops[RL_HDR_SET] || r->nresp_ops[RL_HDR_ADD]));
+}
+
+#define W(p, n)                                                                                    \
+    do {                                                                                           \
+        if (rl_outq_write(w, q, (p), (uint32_t)(n)))                                               \
+            return -1;                                                                             \
+    } while (0)
+
+/* base[from, to) with each bare LF written as CRLF: llhttp takes a lone LF as a line end (RFC
+ * 9112 2.2 allows it), and lines the proxy appends after it must start on a line of their own. */
+static int write_lines(rl_worker *w, rl_outq *q, const char *base, uint32_t from, uint32_t to)
+{
+    const char *lf;
+    while (from < to && (lf = memchr(base + from, '\n', to - from))) {
+        uint32_t i = (uint32_t)(lf - base);
+        if (i && base[i - 1] == '\r') {
+            W(base + from, i + 1 - from);
+        } else {
+            W(base + from, i - from);
+            W("\r\n", 2);
+        }
+        from = i + 1;
+    }
+    W(base + from, to - from);
+    return 0;
+}
+
+int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
+                                const rl_rule *r, int close)
+{
+    /* A bare CR is invalid (RFC 9112 2.2) and llhttp's reading of it need not be the client's:
+     * a head that has one is not edited line by line. */
+    for (const char *cr = base; (cr = memchr(cr, '\r', (size_t)(base + end - cr))); cr++)
+        if (cr + 1 == base + end || cr[1] != '\n')
+            return -2;
+    /* The empty line that ends the head: CRLF, or a bare LF. */
+    uint32_t tail = end >= 2 && base[end - 2] == '\r' ? end - 2 : end - 1;
+    if (h->drop_open) {
+        h->drop[h->ndrop - 1][1] = tail;
+        h->drop_open = 0;
+    }
+    uint32_t at = 0;
+    for (uint32_t i = 0; i < h->ndrop; i++) {
+        if (write_lines(w, q, base, at, h->drop[i][0]))
+            return -1;
+        at = h->drop[i][1];
+    }
+    if (write_lines(w, q, base, at, tail))
+        return -1;
+    for (int op = RL_HDR_SET; r && op <= RL_HDR_ADD; op++)
+        for (uint32_t i = 0; i < r->nresp_ops[op]; i++) {
+            const rl_hdr *hd = &r->resp_ops[op][i];
+            W(hd->name.p, hd->name.len);
+            W(": ", 2);
+            W(hd->value.p, hd->value.len);
+            W("\r\n", 2);
+        }
+    if (close)
+        W("Connection: close\r\n", 19);
+    W("\r\n", 2);
+    return 0;
+}
