@@ -276,9 +276,22 @@ int rl_cfg_rule_retry_on(rl_cfg *c, int rule, int flag, int status)
     return 0;
 }
 
+/* Bodies stream through untouched, so the headers that frame them (and the ones the proxy manages
+ * per connection) stay as the peer and the proxy wrote them, in both directions: an edited
+ * request Content-Length would smuggle a second request past the proxy. */
+static int proxy_owned(const char *name)
+{
+    static const char *const owned[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
+                                        "proxy-connection", "upgrade", "te", "trailer"};
+    for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++)
+        if (strcasecmp(name, owned[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int add_hdr_op(rl_hdr **ops, uint32_t *nops, int op, const char *name, const char *value)
 {
-    if (op < 0 || op > 2)
+    if (op < 0 || op > 2 || proxy_owned(name))
         return -1;
     rl_hdr *h = grow(&ops[op], &nops[op], sizeof(*h));
     return h && !dup_str(&h->name, name) && !dup_str(&h->value, value ? value : "") ? 0 : -1;
@@ -292,13 +305,6 @@ int rl_cfg_rule_header_op(rl_cfg *c, int rule, int op, const char *name, const c
 
 int rl_cfg_rule_resp_header_op(rl_cfg *c, int rule, int op, const char *name, const char *value)
 {
-    /* Bodies stream through untouched, so the headers that frame them (and the ones the proxy
-     * manages per connection) must stay as the upstream and the proxy wrote them. */
-    static const char *const owned[] = {"content-length", "transfer-encoding", "connection", "keep-alive",
-                                        "proxy-connection", "upgrade", "te", "trailer"};
-    for (size_t i = 0; i < sizeof(owned) / sizeof(owned[0]); i++)
-        if (strcasecmp(name, owned[i]) == 0)
-            return -1;
     rl_rule *r = rule_at(c, rule);
     return r ? add_hdr_op(r->resp_ops, r->nresp_ops, op, name, value) : -1;
 }

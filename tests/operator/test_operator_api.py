@@ -240,6 +240,12 @@ CEL_CASES = [
      "spec.hostnames[0]", "must be a DNS name, not an IP address"),
     ("bad duration", lambda s: s["rules"][0].update(timeouts={"request": "1.5s"}),
      "spec.rules[0].timeouts.request", "should match"),
+    ("filter edits a framing header", lambda s: s["rules"][0].update(filters=[
+        {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"remove": ["Transfer-Encoding"]}}]),
+     "spec.rules[0].filters[0].responseHeaderModifier", "the proxy manages them and a filter cannot edit them"),
+    ("request filter sets Content-Length", lambda s: s["rules"][0].update(filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "content-length", "value": "0"}]}}]),
+     "spec.rules[0].filters[0].requestHeaderModifier", "the proxy manages them and a filter cannot edit them"),
 ]
 
 

@@ -247,6 +247,10 @@ CASES = [
          "the proxy manages it and a responseHeaderModifier cannot change it",
          f'{R0}.filters[2].responseHeaderModifier.remove[1]: "Connection" frames the body or the connection: '
          "the proxy manages it and a responseHeaderModifier cannot change it"),
+    case("request-modifier-framing-headers",
+         lambda d: _modifier(d)["set"].append({"name": "Transfer-Encoding", "value": "chunked"}),
+         f'{R0}.filters[0].requestHeaderModifier.set[1].name: "Transfer-Encoding" frames the body or the '
+         "connection: the proxy manages it and a requestHeaderModifier cannot change it"),
     case("limits-body-negative", lambda d: d.update(limits={"maxRequestBodyBytes": -1}),
          "limits.maxRequestBodyBytes: must be at least 0, got -1"),
     case("empty-filter", lambda d: rule(d)["filters"].append({}),

@@ -92,8 +92,7 @@ def _filters(v: View, rule_path: Path, out: list[Issue]) -> None:
         kinds.append((filter_path, kind))
         if kind in _HEADER_MODIFIERS:
             _modifier_names(v, filter_path + (kind,), out)
-        if kind == "responseHeaderModifier":
-            _response_names(v, filter_path + (kind,), out)
+            _proxy_owned_names(v, filter_path + (kind,), kind, out)
         elif kind == "urlRewrite":
             _rewrite_needs_prefix(v, rule_path, filter_path + (kind, "path"), out)
     for path, kind in kinds:  # Gateway API: each filter kind at most once per rule
@@ -109,20 +108,21 @@ def _modifier_names(v: View, path: Path, out: list[Issue]) -> None:
     unique(names, "header", out, key=str.lower, note="; set and remove may name a header once, case-insensitively")
 
 
-# Response bodies stream through untouched, so what frames them (and the per-connection headers
-# the proxy writes itself) cannot be edited; the C core refuses these names too.
-_PROXY_OWNED_RESPONSE_HEADERS = frozenset(
+# Bodies stream through untouched, so what frames them (and the per-connection headers the proxy
+# writes itself) cannot be edited, in either direction: an edited request Content-Length would let
+# a client smuggle a second request past the proxy. The C core refuses these names too.
+_PROXY_OWNED_HEADERS = frozenset(
     ("content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "upgrade", "te", "trailer"))
 
 
-def _response_names(v: View, path: Path, out: list[Issue]) -> None:
+def _proxy_owned_names(v: View, path: Path, kind: str, out: list[Issue]) -> None:
     names = [(p + ("name",), n) for key in ("set", "add") for p, _ in v.items(path + (key,))
              if (n := v.text(p + ("name",)))]
     names += v.strings(path + ("remove",))
     for name_path, name in names:
-        if name.lower() in _PROXY_OWNED_RESPONSE_HEADERS:
+        if name.lower() in _PROXY_OWNED_HEADERS:
             out.append((name_path, f"{json.dumps(name)} frames the body or the connection: the proxy manages it "
-                                   "and a responseHeaderModifier cannot change it"))
+                                   f"and a {kind} cannot change it"))
 
 
 def _rewrite_needs_prefix(v: View, rule_path: Path, rewrite_path: Path, out: list[Issue]) -> None:
