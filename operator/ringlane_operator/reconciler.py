@@ -16,7 +16,7 @@ from .conditions import route_status, status_changed, transitions
 from .configmap import plan_configmap
 from .debounce import Debouncer
 from .facts import ServiceInfo, SliceInfo
-from .kube import Kube
+from .kube import Kube, KubeError
 from .rbac import sidecar_role, sidecar_role_binding
 from .render import RenderSettings, render_namespace
 
@@ -35,6 +35,11 @@ class Sources:
     routes: Callable[[str], Sequence[Route]]
     services: Callable[[str], Mapping[str, ServiceInfo]]
     slices: Callable[[str], Mapping[str, Sequence[SliceInfo]]]
+
+
+def namespace_terminating(exc: KubeError) -> bool:
+    """The API server refuses new objects in a namespace that is being deleted (403)."""
+    return exc.status == 403 and "because it is being terminated" in str(exc)
 
 
 def utc_now() -> str:
@@ -60,6 +65,16 @@ class Reconciler:
         await self.debouncer.close()
 
     async def reconcile(self, namespace: str) -> None:
+        try:
+            await self._reconcile(namespace)
+        except KubeError as exc:
+            if not namespace_terminating(exc):
+                raise
+            # Nothing to publish: the namespace takes the ConfigMap, the RBAC and the routes with
+            # it. Retrying would only hold the routes' finalizers, and the namespace, for longer.
+            log.info("namespace %s is being deleted: not rendering it", namespace)
+
+    async def _reconcile(self, namespace: str) -> None:
         routes = list(self.sources.routes(namespace))
         live = [r for r in routes if not r["metadata"].get("deletionTimestamp")]
         rendered = render_namespace(namespace, routes, self.sources.services(namespace),
