@@ -13,13 +13,14 @@ CORE_SRC := $(wildcard sidecar/core/*.c sidecar/core/*.h) sidecar/build_core.py
 APT_PACKAGES := gcc make pkg-config liburing-dev node-llhttp libseccomp-dev \
                 nginx-light haproxy curl wrk strace runc prometheus clang-14 libclang-rt-14-dev
 
-.PHONY: help setup apt test unit integration e2e demo bench bench-quick clean cluster-up cluster-down
+.PHONY: help setup apt test unit integration e2e demo bench bench-quick clean cluster-up cluster-down bench-operator
 
 help:
 	@echo "make demo    run Ringlane on the embedded local cluster (sets everything up)"
 	@echo "make test    unit + integration + e2e tests (sets everything up)"
 	@echo "make setup   apt packages, Python venv in $(VENV), the C core build"
 	@echo "make bench   side-by-side benchmarks (bench/)"
+	@echo "make bench-operator   the operator at scale on the local cluster (memory, reconcile, admission latency)"
 	@echo "make cluster-up / cluster-down   the local Kubernetes used by demo and e2e"
 
 setup: apt $(VENV)/.deps $(VENV)/.core $(VENV)/bin/helm
@@ -79,6 +80,11 @@ bench: setup
 
 bench-quick: setup
 	.venv/bin/python bench/run.py --quick
+
+# The operator against the local cluster (brought up if needed): RSS with 5,000 EndpointSlices and
+# 1,000 ProxyRoutes, reconcile time, injection webhook latency over 500 pods. Cleans up after itself.
+bench-operator: setup
+	.venv/bin/python bench/operator_scale.py
 
 clean:
 	rm -rf build sidecar/ringlane_sidecar/_core*.so sidecar/ringlane_sidecar/_core.c *.egg-info
