@@ -23,7 +23,7 @@ VARIANTS: dict[str, list[str]] = {
                             "--set", "certManager.issuerRef.kind=ClusterIssuer"],
     "monitoring": ["--set", "monitoring.podMonitor.enabled=true", "--set", "monitoring.podMonitor.labels.release=prom"],
     "spo": ["--set", "seccomp.securityProfilesOperator=true"],
-    "custom-resources": ["--set", "sidecar.cpu=2", "--set", "sidecar.memory=256Mi", "--set", "operator.resources.limits.memory=512Mi",
+    "custom-resources": ["--set", "sidecar.cpu=2", "--set", "sidecar.memory=256Mi", "--set", "operator.resources.limits.memory=768Mi",
                          "--set", "podDisruptionBudget.minAvailable=1", "--set", "networkPolicy.enabled=true",
                          "--set", "operator.replicas=2", "--set", "operator.peering=ringlane"],
 }
