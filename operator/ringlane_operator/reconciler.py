@@ -77,8 +77,12 @@ class Reconciler:
     async def _reconcile(self, namespace: str) -> None:
         routes = list(self.sources.routes(namespace))
         live = [r for r in routes if not r["metadata"].get("deletionTimestamp")]
-        rendered = render_namespace(namespace, routes, self.sources.services(namespace),
-                                    self.sources.slices(namespace), self.settings)
+        # Rendering a large namespace takes hundreds of ms (mostly validating the whole sidecar
+        # config): do it off the event loop, which also answers the admission webhooks. The
+        # index views are copied here, on the loop, so the thread never sees them change.
+        services = dict(self.sources.services(namespace))
+        slices = {k: list(v) for k, v in self.sources.slices(namespace).items()}
+        rendered = await asyncio.to_thread(render_namespace, namespace, routes, services, slices, self.settings)
         existing = await self.kube.read_configmap(namespace)
         if existing is None and not live:
             return  # never had routes: nothing to clean up

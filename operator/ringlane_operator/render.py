@@ -198,13 +198,24 @@ def _errors(parts: Sequence[_Part], settings: RenderSettings) -> list[str]:
 
 
 def _valid_subset(parts: Sequence[_Part], settings: RenderSettings) -> tuple[list[_Part], dict[str, list[str]]]:
-    """All parts when the whole config is valid (the usual case: one check); otherwise add
-    them oldest first and leave out each one whose addition makes the config invalid."""
+    """All parts when the whole config is valid (the usual case: one check). Otherwise each part
+    is checked alone first (a broken route is found with one small check, not one check of the
+    whole namespace per route); then, if the rest still clash with each other, they are added
+    oldest first and each one whose addition makes the config invalid is left out."""
     if not _errors(parts, settings):
         return list(parts), {}
-    kept: list[_Part] = []
     invalid: dict[str, list[str]] = {}
+    candidates: list[_Part] = []
     for part in parts:
+        errors = _errors([part], settings)
+        if errors:
+            invalid[part.name] = errors
+        else:
+            candidates.append(part)
+    if not _errors(candidates, settings):
+        return candidates, invalid
+    kept: list[_Part] = []
+    for part in candidates:
         errors = _errors([*kept, part], settings)
         if errors:
             invalid[part.name] = errors

@@ -314,3 +314,19 @@ def test_referenced_services() -> None:
 def test_config_fields_outside_routes_are_defaults() -> None:
     cfg = render([route("a")]).config
     assert dataclasses.replace(cfg, listeners=(), clusters=()) == Config()
+
+
+def test_one_broken_route_among_many_costs_checks_linear_in_the_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken route is found by checking routes alone, not by re-checking the whole namespace
+    once per route (quadratic: 100 routes took 20 s of the operator's event loop)."""
+    import ringlane_operator.render as render_module
+
+    checked: list[int] = []
+    real = render_module._errors
+    monkeypatch.setattr(render_module, "_errors", lambda parts, settings: (checked.append(len(parts)), real(parts, settings))[1])
+    bad = route("bad", created="2025-06-01T00:00:00Z", rules=[rule({"name": "api", "port": 80}, matches=[
+        {"headers": [{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]}])])
+    routes = [bad] + [route(f"r{i:02d}", port=1000 + i) for i in range(40)]
+    r = render(routes)
+    assert not r.routes["bad"].accepted and all(r.routes[f"r{i:02d}"].accepted for i in range(40))
+    assert sum(checked) <= 3 * len(routes), sum(checked)  # all + each alone + the rest
