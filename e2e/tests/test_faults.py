@@ -279,7 +279,7 @@ def test_app_pod_deleted_with_requests_in_flight(installed: Any, app: dict[str, 
 
     def slow_get() -> None:
         try:
-            status, _ = get(ip, 8080, "/slow?delay_ms=6000", {"Host": "shop.example.com"}, timeout=30)
+            status, _ = get(ip, 8080, "/slow?delay_ms=10000", {"Host": "shop.example.com"}, timeout=30)
             results.append(status)
         except OSError as e:
             results.append(f"{type(e).__name__}: {e}")
@@ -293,11 +293,12 @@ def test_app_pod_deleted_with_requests_in_flight(installed: Any, app: dict[str, 
     name = app["metadata"]["name"]
     c.kubectl("delete", "pod", "-n", NS, name, "--wait=false")
 
-    def app_container_stopped() -> bool:
-        pod = json.loads(c.kubectl("get", "pod", "-n", NS, name, "-o", "json").stdout)
-        return any(s["name"] == "app" and "terminated" in s["state"] for s in pod["status"]["containerStatuses"])
-    wait_until(app_container_stopped, 30, "the app container to stop (the sidecar is told to stop next)", 0.2)
-    assert not results, "the requests should still be in flight"
+    def sidecar_told_to_stop() -> bool:
+        events = c.kubectl("get", "events", "-n", NS, "--field-selector", f"involvedObject.name={name},reason=Killing",
+                           "-o", "jsonpath={.items[*].message}").stdout
+        return "ringlane-proxy" in events  # kubelet: "Stopping container ringlane-proxy"
+    wait_until(sidecar_told_to_stop, 30, "kubelet to stop the sidecar (after the app container)", 0.2)
+    assert not results, "the requests should still be in flight when the sidecar is stopped"
     for t in threads:
         t.join(timeout=60)
     assert results == [200] * n, results
