@@ -78,8 +78,10 @@ bench: setup
 	@scripts/ensure-apt.sh libnginx-mod-stream
 	.venv/bin/python bench/run.py --full
 
+# The smoke run (part of `make test`) writes under build/, so a test run leaves the tracked
+# reports in bench/results/ alone.
 bench-quick: setup
-	.venv/bin/python bench/run.py --quick
+	.venv/bin/python bench/run.py --quick --results build/bench-results
 
 # The operator against the local cluster (brought up if needed): RSS with 5,000 EndpointSlices and
 # 1,000 ProxyRoutes, reconcile time, injection webhook latency over 500 pods. Cleans up after itself.
