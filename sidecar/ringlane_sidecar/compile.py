@@ -80,6 +80,9 @@ def _rule_filters(ffi, lib, c, ri: int, rule: Rule) -> None:  # type: ignore[no-
         if f.response_header_modifier:
             _header_ops(ffi, lib, lib.rl_cfg_rule_resp_header_op, c, ri, f.response_header_modifier,
                         "response header")
+        if f.url_rewrite and f.url_rewrite.hostname:  # Gateway API: the Host header sent upstream
+            _check(lib.rl_cfg_rule_header_op(c, ri, lib.RL_HDR_SET, b"Host", f.url_rewrite.hostname.encode()),
+                   "hostname rewrite")
         if f.url_rewrite and f.url_rewrite.replace_prefix_match is not None:
             _check(lib.rl_cfg_rule_rewrite_prefix(c, ri, f.url_rewrite.replace_prefix_match.encode()), "rewrite")
 

@@ -194,6 +194,21 @@ def test_prefix_rewrite(core, nginx, prefix, replacement, path, expected) -> Non
     assert nginx_echo(r)["uri"] == expected
 
 
+def test_hostname_rewrite(core, http_backend) -> None:
+    """urlRewrite.hostname: routed on the client's Host, sent upstream with the new one (once)."""
+    from ringlane_sidecar.config.model import Filter, UrlRewrite
+
+    be = http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("shop", "b", hostnames=["shop.example.com"], filters=[
+        Filter(url_rewrite=UrlRewrite(hostname="internal.svc"))]))], [cluster("b", be.address)]))
+    r = get(port, "/x", host="shop.example.com")
+    assert r.status == 200
+    hosts = [v for k, v in json.loads(r.body)["headers"] if k.lower() == "host"]
+    assert hosts == ["internal.svc"]
+    assert get(port, "/x", host="other.example.com").status == 404  # routing still sees the client's Host
+
+
 def test_x_forwarded_for(core, nginx) -> None:
     port = free_port()
     core(config([http_listener(port, rule("all", "a"))], [cluster("a", nginx.a)]))

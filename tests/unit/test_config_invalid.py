@@ -251,6 +251,11 @@ CASES = [
          lambda d: _modifier(d)["set"].append({"name": "Transfer-Encoding", "value": "chunked"}),
          f'{R0}.filters[0].requestHeaderModifier.set[1].name: "Transfer-Encoding" frames the body or the '
          "connection: the proxy manages it and a requestHeaderModifier cannot change it"),
+    case("hostname-rewrite-and-host-edit",
+         lambda d: (rule(d)["filters"][1]["urlRewrite"].update(hostname="internal"),
+                    _modifier(d)["remove"].append("Host")),
+         f"{R0}.filters[0].requestHeaderModifier.remove[1]: the rule's urlRewrite.hostname sets Host: "
+         "a requestHeaderModifier cannot also edit it"),
     case("limits-body-negative", lambda d: d.update(limits={"maxRequestBodyBytes": -1}),
          "limits.maxRequestBodyBytes: must be at least 0, got -1"),
     case("empty-filter", lambda d: rule(d)["filters"].append({}),

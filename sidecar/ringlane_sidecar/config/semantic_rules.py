@@ -95,6 +95,7 @@ def _filters(v: View, rule_path: Path, out: list[Issue]) -> None:
             _proxy_owned_names(v, filter_path + (kind,), kind, out)
         elif kind == "urlRewrite":
             _rewrite_needs_prefix(v, rule_path, filter_path + (kind, "path"), out)
+    _host_rewritten_once(v, kinds, out)
     for path, kind in kinds:  # Gateway API: each filter kind at most once per rule
         first = next(p for p, k in kinds if k == kind)
         if first != path:
@@ -123,6 +124,21 @@ def _proxy_owned_names(v: View, path: Path, kind: str, out: list[Issue]) -> None
         if name.lower() in _PROXY_OWNED_HEADERS:
             out.append((name_path, f"{json.dumps(name)} frames the body or the connection: the proxy manages it "
                                    f"and a {kind} cannot change it"))
+
+
+def _host_rewritten_once(v: View, kinds: list[tuple[Path, str]], out: list[Issue]) -> None:
+    """urlRewrite.hostname replaces the Host header: a requestHeaderModifier may not also edit it."""
+    if not any(k == "urlRewrite" and v.text(p + (k, "hostname")) for p, k in kinds):
+        return
+    for p, kind in kinds:
+        if kind != "requestHeaderModifier":
+            continue
+        names = [(q + ("name",), n) for key in ("set", "add") for q, _ in v.items(p + (kind, key))
+                 if (n := v.text(q + ("name",)))]
+        for name_path, name in names + v.strings(p + (kind, "remove")):
+            if name.lower() == "host":
+                out.append((name_path, "the rule's urlRewrite.hostname sets Host: a requestHeaderModifier cannot "
+                                       "also edit it"))
 
 
 def _rewrite_needs_prefix(v: View, rule_path: Path, rewrite_path: Path, out: list[Issue]) -> None:
