@@ -79,6 +79,9 @@ def mutating_configuration(base: Mapping[str, Any], name: str = "ringlane", fail
     }
 
 
+SPEC_CHANGED = {"name": "spec-changed", "expression": "request.operation != 'UPDATE' || object.spec != oldObject.spec"}
+
+
 def validating_configuration(base: Mapping[str, Any], name: str = "ringlane", failure_policy: str = "Ignore",
                              namespaces: Sequence[str] = ()) -> Body:
     """Ignore by default: the render resolves listener conflicts anyway (oldest route wins)."""
@@ -92,6 +95,8 @@ def validating_configuration(base: Mapping[str, Any], name: str = "ringlane", fa
             "clientConfig": client_config_for(base, VALIDATE_WEBHOOK_ID),
             "rules": [{"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [PLURAL],
                        "operations": ["CREATE", "UPDATE"], "scope": "Namespaced"}],
+            # kopf's own finalizer/annotation patches (two per route) leave spec alone: skip them.
+            "matchConditions": [SPEC_CHANGED],
             "failurePolicy": failure_policy,
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],

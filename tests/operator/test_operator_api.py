@@ -348,6 +348,27 @@ def test_webhook_refuses_a_listener_clash(kubectl: Kubectl, operator: Any) -> No
     kubectl.run("-n", NS_A, "delete", "proxyroute", "db", "--timeout=30s")
 
 
+def _validations(kubectl: Kubectl) -> float:
+    """How often the API server has called the ProxyRoute validating webhook for an UPDATE."""
+    text = kubectl.run("get", "--raw", "/metrics").stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("apiserver_admission_webhook_admission_duration_seconds_count{")
+               and 'name="proxyroutes.ringlane.io"' in line and 'operation="UPDATE"' in line)
+
+
+def test_metadata_only_updates_skip_the_validating_webhook(kubectl: Kubectl, operator: Any) -> None:
+    """matchConditions: kopf's own finalizer/annotation patches (and label edits) leave spec alone
+    and are not sent to the webhook; a spec change is."""
+    kubectl.apply(proxy_route("skip", listener={"port": 7070}), "-n", NS_A)
+    wait_for("skip accepted", lambda: conditions(kubectl.get("proxyroute", "skip", NS_A)).get("Accepted") == ("True", "Accepted"))
+    before = _validations(kubectl)
+    kubectl.run("-n", NS_A, "label", "proxyroute", "skip", "tier=gold")  # admission runs inline
+    assert _validations(kubectl) == before
+    kubectl.apply(proxy_route("skip", listener={"port": 7070}, hostnames=["skip.example.com"]), "-n", NS_A)
+    wait_for("the spec change to be validated", lambda: _validations(kubectl) >= before + 1)
+    kubectl.run("-n", NS_A, "delete", "proxyroute", "skip", "--timeout=30s")
+
+
 def pod(name: str, labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
         guaranteed: bool = True) -> dict[str, Any]:
     amount = {"cpu": "1", "memory": "64Mi"}
