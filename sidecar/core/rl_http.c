@@ -618,7 +618,9 @@ static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint
 
 /* The response head base[0, end) goes to the client: written again when the head changes,
  * else copied from headbuf, where it was collected. A head that needs no change and lies in
- * one receive buffer is never paused for: it streams with the body as a slice. */
+ * one receive buffer is never paused for: it streams with the body as a slice. Not sent from
+ * here: a small body that follows is copied in after it, and both leave in one send (the end
+ * of rl_http_on_up_data kicks). */
 static int write_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char *base, uint32_t end)
 {
     int rc = u->rewrite ? rl_http_build_response_head(w, &c->out, &u->rh, base, end, c->rule, !c->keepalive)
@@ -627,7 +629,6 @@ static int write_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char
     if (rc)
         return rc;
     c->resp_started = 1;
-    rl_outq_kick(w, &c->sock, &c->out);
     return 0;
 }
 
@@ -738,6 +739,8 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         response_done(w, c, u, pos == len && llhttp_should_keep_alive(&u->parser));
         break;
     }
+    if (!c->closed)
+        rl_outq_kick(w, &c->sock, &c->out); /* a head written above, with what followed it */
     rl_buf_unref(w, bid);
     if (c->up == u && c->out.count >= PAUSE_AT)
         rl_http_up_pause(w, u);
