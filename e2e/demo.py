@@ -38,7 +38,8 @@ def main() -> None:
         "--set", "image.pullPolicy=Never")
     print(f"==> namespace {NS}, labelled ringlane.io/injection=enabled; backends api (3) and api-canary (1)")
     kubectl("create", "namespace", NS, check=False)
-    kubectl("label", "namespace", NS, "ringlane.io/injection=enabled", "--overwrite")
+    # ringlane.io/demo: the e2e tests remove it (its pinned sidecar holds the node's exclusive CPU).
+    kubectl("label", "namespace", NS, "ringlane.io/injection=enabled", "ringlane.io/demo=true", "--overwrite")
     small = {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
     apply([echo_deployment(NS, "api", 3, {"app": "api"}), service(NS, "api", {"app": "api"}),
            echo_deployment(NS, "api-canary", 1, {"app": "api-canary"}), service(NS, "api-canary", {"app": "api-canary"}),
