@@ -1,4 +1,5 @@
-"""Helpers for the agent tests: ports, condition waits, HTTP clients, config builders, metrics.
+"""Helpers for the agent tests: ports and condition waits (from tests/polling.py, shared with the
+integration tests), HTTP clients, config builders, metrics.
 
 Everything here talks to real processes over real sockets; nothing is mocked.
 """
@@ -8,57 +9,17 @@ import json
 import os
 import re
 import socket
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Iterable
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-T = TypeVar("T")
+from polling import free_port, port_open, wait_for  # noqa: F401 -- re-exported for the tests
 
 TRACEBACK = "Traceback (most recent call last)"
-
-
-# ---- ports and waits ----
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str | Callable[[], str] = "condition",
-             interval: float = 0.02) -> T:
-    """Poll pred until it returns something truthy (returned) or the deadline passes (AssertionError).
-
-    Exceptions from pred count as "not yet" (e.g. connection refused while a server starts).
-    what may be a callable, evaluated at the deadline (e.g. to show a log as it is then)."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            v = pred()
-            if v:
-                return v
-            last = v
-        except Exception as exc:  # noqa: BLE001 -- not ready yet; shown if the deadline passes
-            last = exc
-        if time.monotonic() >= deadline:
-            desc = what() if callable(what) else what
-            raise AssertionError(f"timed out after {timeout}s waiting for {desc} (last: {last!r})")
-        time.sleep(interval)  # poll period of a condition with a deadline
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # ---- HTTP ----

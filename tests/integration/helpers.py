@@ -1,11 +1,11 @@
-"""Helpers for the integration tests: ports, condition waits, a raw HTTP/1.1 client that
-parses responses byte-exactly, and short builders for core configs."""
+"""Helpers for the integration tests: ports and condition waits (from tests/polling.py, shared
+with the agent tests), a raw HTTP/1.1 client that parses responses byte-exactly, and short
+builders for core configs."""
 from __future__ import annotations
 
 import socket
-import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from typing import Iterable
 
 from ringlane_sidecar.config.model import (
     Backend,
@@ -25,44 +25,7 @@ from ringlane_sidecar.config.model import (
     Timeouts,
     UrlRewrite,
 )
-
-T = TypeVar("T")
-
-
-# ---- ports and waits ----
-
-def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(pred: Callable[[], T], timeout: float = 5.0, what: str = "condition", interval: float = 0.005) -> T:
-    """Poll pred until it returns something truthy (returned) or the deadline passes (AssertionError).
-
-    Exceptions from pred count as "not yet"; the last value or exception is in the message."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            v = pred()
-            if v:
-                return v
-            last = v
-        except Exception as exc:  # noqa: BLE001 -- not ready yet; shown if the deadline passes
-            last = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)  # poll period of a condition with a deadline
+from polling import free_port, port_open, wait_for  # noqa: F401 -- re-exported for the tests
 
 
 # ---- a raw HTTP/1.1 client ----
