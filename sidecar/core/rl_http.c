@@ -771,6 +771,22 @@ static int resp_on_header_field_complete(llhttp_t *p)
     return rl_resp_head_field_done(&u->rh, u->resp_base, u->client ? u->client->rule : NULL) ? HPE_USER : 0;
 }
 
+static int resp_on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_up *u = p->data;
+    if (u->in_head)
+        rl_resp_head_value(&u->rh, (uint32_t)(at - u->resp_base), (uint32_t)len);
+    return 0;
+}
+
+static int resp_on_header_value_complete(llhttp_t *p)
+{
+    rl_http_up *u = p->data;
+    if (u->in_head)
+        rl_resp_head_value_done(&u->rh, u->resp_base);
+    return 0;
+}
+
 static int resp_on_headers_complete(llhttp_t *p)
 {
     rl_http_up *u = p->data;
@@ -810,6 +826,8 @@ const llhttp_settings_t *rl_http_response_settings(rl_worker *w)
             s->on_message_begin = resp_on_message_begin;
             s->on_header_field = resp_on_header_field;
             s->on_header_field_complete = resp_on_header_field_complete;
+            s->on_header_value = resp_on_header_value;
+            s->on_header_value_complete = resp_on_header_value_complete;
             s->on_headers_complete = resp_on_headers_complete;
             s->on_message_complete = resp_on_message_complete;
         }

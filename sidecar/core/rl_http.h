@@ -60,9 +60,13 @@ int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close);
  * offsets from the head's first byte (the head is contiguous: see rl_http_up.headbuf). */
 typedef struct rl_resp_head {
     uint32_t field_off, field_len; /* the field name being parsed */
+    uint32_t value_off, value_len; /* the value of a Connection line being parsed */
     uint32_t (*drop)[2];           /* grown on demand, kept across the connection's responses */
     uint32_t ndrop, drop_cap;
+    uint32_t ndropped;             /* header lines dropped (ranges merge adjacent lines) */
+    uint32_t nconn_keepalive;      /* ... of which "Connection: keep-alive" lines */
     uint8_t drop_open;             /* the last dropped line ends where the next field starts */
+    uint8_t in_connection;         /* the line being parsed is a Connection line */
 } rl_resp_head;
 
 /* rl_http_resp.c */
@@ -74,7 +78,14 @@ void rl_resp_head_field(rl_resp_head *h, uint32_t off, uint32_t len);
 int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r);
 /* Whether a response header line named name[0, n) is dropped (hop-by-hop, or set/removed by r). */
 int rl_resp_head_drops(const rl_rule *r, const char *name, uint32_t n);
-/* Whether the head written again would differ from the upstream's (besides Connection: close). */
+/* llhttp reported a piece of a field value, and the value is complete: only Connection values
+ * are looked at (keep-alive alone is what rl_resp_head_changes may leave in place). */
+void rl_resp_head_value(rl_resp_head *h, uint32_t off, uint32_t len);
+void rl_resp_head_value_done(rl_resp_head *h, const char *base);
+/* Whether a head sent on a client connection that stays open must be written again: a line
+ * to drop or a header to set or add. "Connection: keep-alive" alone is not a reason: forwarded
+ * as it is, it states the proxy's own option for the client connection (RFC 9110 7.6.1 allows
+ * replacing the upstream's Connection with that), and the head then goes out unchanged. */
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r);
 /* The head base[0, end) into q without its dropped lines, with r's set and add headers, and with
  * "Connection: close" when close; 0, -1 when out of buffers, -2 when the head has a bare CR. */

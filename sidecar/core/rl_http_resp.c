@@ -11,8 +11,9 @@
 void rl_resp_head_reset(rl_resp_head *h)
 {
     h->field_off = h->field_len = 0;
-    h->ndrop = 0;
-    h->drop_open = 0;
+    h->value_off = h->value_len = 0;
+    h->ndrop = h->ndropped = h->nconn_keepalive = 0;
+    h->drop_open = h->in_connection = 0;
 }
 
 void rl_resp_head_free(rl_resp_head *h)
@@ -57,6 +58,9 @@ int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
     h->field_len = 0;
     if (!rl_resp_head_drops(r, base + off, n))
         return 0;
+    h->ndropped++;
+    h->in_connection = n == 10 && strncasecmp(base + off, "connection", 10) == 0;
+    h->value_len = 0;
     if (h->ndrop && h->drop[h->ndrop - 1][1] == off) { /* right after a dropped line: extend it */
         h->drop_open = 1;
         return 0;
@@ -75,9 +79,35 @@ int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
     return 0;
 }
 
+void rl_resp_head_value(rl_resp_head *h, uint32_t off, uint32_t len)
+{
+    if (!h->in_connection)
+        return;
+    if (!h->value_len)
+        h->value_off = off;
+    h->value_len += len; /* contiguous, as field names are */
+}
+
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+void rl_resp_head_value_done(rl_resp_head *h, const char *base)
+{
+    if (!h->in_connection)
+        return;
+    h->in_connection = 0;
+    const char *v = base + h->value_off;
+    uint32_t n = h->value_len;
+    while (n && is_ows(*v))
+        v++, n--;
+    while (n && is_ows(v[n - 1]))
+        n--;
+    if (n == 10 && strncasecmp(v, "keep-alive", 10) == 0)
+        h->nconn_keepalive++;
+}
+
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r)
 {
-    return h->ndrop || (r && (r->nresp_ops[RL_HDR_SET] || r->nresp_ops[RL_HDR_ADD]));
+    return h->ndropped > h->nconn_keepalive || (r && (r->nresp_ops[RL_HDR_SET] || r->nresp_ops[RL_HDR_ADD]));
 }
 
 #define W(p, n)                                                                                    \

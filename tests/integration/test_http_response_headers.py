@@ -188,3 +188,54 @@ def test_bare_cr_in_head_is_502(core, http_backend) -> None:
     core(config([http_listener(port, rule("f", "b", filters=[FILTER]))], [cluster("b", be.address)]))
     r = get(port, "/")
     assert (r.status, r.header("server")) == (502, "ringlane")
+
+
+# ---- the upstream's "Connection: keep-alive" (what nginx sends on every response) ----
+
+KEEPALIVE_HEAD = b"HTTP/1.1 200 OK\r\nServer: up\r\nconnection:  Keep-Alive \r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_connection_keepalive_alone_is_forwarded_unchanged(core, http_backend) -> None:
+    """On a client connection that stays open, a head whose only hop-by-hop line is
+    "Connection: keep-alive" goes out byte for byte: that line states the proxy's own option
+    for the client connection too (RFC 9110 7.6.1), so the head is not written again."""
+    be = http_backend(lambda req: raw_then_close(KEEPALIVE_HEAD))
+    port = free_port()
+    core(config([http_listener(port, rule("p", "b"))], [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn._exact(len(KEEPALIVE_HEAD)) == KEEPALIVE_HEAD
+        r = conn.request("GET", "/again")  # the client connection is still open and usable
+        assert r.status == 200 and r.body == b"ok"
+
+
+@pytest.mark.parametrize("upstream_lines, client_headers, connection", [
+    # another hop-by-hop line: the head is written again, without either line
+    (b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n", [], []),
+    # more than keep-alive in the Connection value: not the proxy's option, dropped
+    (b"Connection: keep-alive, x-hop\r\n", [], []),
+    # the client's last request: the proxy's own "close" replaces the upstream's line
+    (b"Connection: keep-alive\r\n", [("Connection", "close")], ["close"]),
+])
+def test_connection_line_rewritten_when_it_is_not_the_proxys(core, http_backend, upstream_lines, client_headers,
+                                                             connection) -> None:
+    head = b"HTTP/1.1 200 OK\r\nServer: up\r\n" + upstream_lines + b"Content-Length: 2\r\n\r\nok"
+    be = http_backend(lambda req: raw_then_close(head))
+    port = free_port()
+    core(config([http_listener(port, rule("p", "b"))], [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        r = conn.request("GET", "/", headers=client_headers)
+        assert r.status == 200 and r.body == b"ok"
+        assert r.header_all("connection") == connection and r.header("keep-alive") is None, r.headers
+        assert r.header("server") == "up"
+
+
+def test_connection_keepalive_with_a_filter_is_rewritten(core, http_backend) -> None:
+    """A rule that sets or adds headers writes the head again, and the upstream's line goes."""
+    be = http_backend(lambda req: raw_then_close(KEEPALIVE_HEAD))
+    port = free_port()
+    core(config([http_listener(port, rule("f", "b", filters=[FILTER]))], [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        r = conn.request("GET", "/")
+        assert r.status == 200 and r.body == b"ok"
+        assert r.header_all("connection") == [] and r.header("server") is None and r.header("x-added") == "a1"
