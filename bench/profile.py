@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""A CPU profile of one proxy under the split 12 B / 50-connection keep-alive load.
+"""CPU profiles of proxies under the split 12 B / 50-connection keep-alive load, and where
+their CPU goes.
 
-  bench/profile.py [--peer ringlane-io_uring] [--seconds 10]
+  bench/profile.py [--peers ringlane-io_uring ringlane-epoll nginx] [--seconds 8]
 
-Starts the backend and the peer pinned as in the "split" placement, drives it with wrk, and
-records `perf record -e cpu-clock -g` of the peer's processes for the run (no PMU is needed).
-Prints the kernel/user split and the top symbols; perf.data and the full report stay in
-bench/build/profile-<stamp>/.
+For each peer in turn: starts the backend and the peer pinned as in the "split" placement,
+drives it with wrk, and records `perf record -e cpu-clock -g` of the peer's processes (no PMU
+is needed). Prints each peer's top symbols, then one table of buckets (TCP/IP work, the I/O
+interface, user space) and what they imply: for the same TCP/IP work per request, the CPU
+ratio between the peers, and the best ratio any proxy could reach against the first non-Ringlane
+peer (ringbench/cpubuckets.py explains why). perf.data files stay in bench/build/profile-<stamp>/.
 """
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ringbench import wrk  # noqa: E402
+from ringbench import cpubuckets, wrk  # noqa: E402
 from ringbench.configs import PATH_12  # noqa: E402
-from ringbench.peers import PROXIES, find_tools, start_backend, start_peer  # noqa: E402
+from ringbench.peers import PROXIES, Running, Tools, find_tools, start_backend, start_peer  # noqa: E402
 from ringbench.placement import PLACEMENTS, taskset  # noqa: E402
 from ringbench.procs import StartError, Supervisor, install_signal_handlers  # noqa: E402
 from ringbench.runner import stamp  # noqa: E402
@@ -39,52 +42,75 @@ def perf_report(data: Path, sort: str, limit: int) -> list[tuple[float, str]]:
     return rows[:limit]
 
 
+def record(sup: Supervisor, tools: Tools, out_dir: Path, backend: Running, peer_name: str, seconds: float) -> Path:
+    placement = PLACEMENTS["split"]
+    data = out_dir / f"{peer_name}.perf.data"
+    peer = start_peer(sup, tools, out_dir, placement, peer_name, backend.http_port)
+    try:
+        pids = ",".join(str(pid) for pid in peer.pids())
+        loadgen = sup.spawn(f"wrk-{peer_name}", wrk.argv(placement.loadgen_cpus, peer.http_port, PATH_12, 50, 1,
+                                                          seconds + 2))
+        # perf's own duration: the `sleep` bounds the recording, it synchronises nothing
+        perf = sup.run(taskset(placement.loadgen_cpus, ["perf", "record", "-e", "cpu-clock", "-g", "-p", pids,
+                                                        "-o", str(data), "--", "sleep", f"{seconds:g}"]),
+                       timeout_s=seconds + 30)
+        if perf.returncode != 0:
+            raise StartError(f"perf record failed for {peer_name}: {perf.stderr.strip()[-300:]}")
+        loadgen.popen.wait(timeout=30)
+        res = wrk.parse(Path(loadgen.log).read_text() if loadgen.log else "")
+        print(f"\n== {peer_name}, split, keep-alive GET 12 B, 50 connections: {res.rps:.0f} req/s under perf "
+              f"(wrk errors: {res.error_count})")
+    finally:
+        sup.stop(peer.child)
+    for pct, sym in perf_report(data, "sym", 12):
+        print(f"  {pct:5.1f}%  {sym}")
+    return data
+
+
+def buckets_table(found: dict[str, cpubuckets.Buckets]) -> None:
+    names = list(found)
+    rows = sorted({b for bk in found.values() for b in bk.shares}, key=lambda b: -max(
+        bk.shares.get(b, 0.0) for bk in found.values()))
+    print("\nwhere the CPU goes (% of each peer's samples):\n")
+    print(f"  {'bucket':44s}" + "".join(f"{n:>20s}" for n in names))
+    for b in rows:
+        print(f"  {b:44s}" + "".join(f"{100 * found[n].shares.get(b, 0.0):19.1f}%" for n in names))
+    print(f"  {'TCP/IP work, total':44s}" + "".join(f"{100 * found[n].tcp_share:19.1f}%" for n in names))
+    ref = next((n for n in names if not n.startswith("ringlane")), names[0])
+    print(f"\nfor equal TCP/IP work per request (same segments for every proxy), CPU/request x {ref}:")
+    for n in names:
+        r = cpubuckets.implied_ratio(found[n], found[ref])
+        print(f"  {n:24s} {r:.2f}x" if r else f"  {n:24s} n/a")
+    floor = cpubuckets.floor_ratio(found[ref])
+    if floor:
+        print(f"  a proxy with no CPU but the TCP/IP work: {floor:.2f}x {ref}")
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--peer", choices=PROXIES, default="ringlane-io_uring")
-    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--peers", nargs="+", choices=PROXIES, default=["ringlane-io_uring", "ringlane-epoll", "nginx"])
+    p.add_argument("--seconds", type=float, default=8)
     args = p.parse_args(argv)
     install_signal_handlers()
-    placement = PLACEMENTS["split"]
     out_dir = BENCH / "build" / f"profile-{stamp()}"
     out_dir.mkdir(parents=True)
     sup = Supervisor(out_dir / "logs")
-    data = out_dir / "perf.data"
+    found: dict[str, cpubuckets.Buckets] = {}
     try:
         tools = find_tools(BENCH.parent)
-        backend = start_backend(sup, out_dir, placement)
-        peer = start_peer(sup, tools, out_dir, placement, args.peer, backend.http_port)
-        pids = ",".join(str(pid) for pid in peer.pids())
-        load = wrk.argv(placement.loadgen_cpus, peer.http_port, PATH_12, 50, 1, args.seconds + 2)
-        loadgen = sup.spawn("wrk", load)
-        # perf's own duration: the `sleep` bounds the recording, it synchronises nothing
-        perf = sup.run(taskset(placement.loadgen_cpus, ["perf", "record", "-e", "cpu-clock", "-g", "-p", pids,
-                                                        "-o", str(data), "--", "sleep", f"{args.seconds:g}"]),
-                       timeout_s=args.seconds + 30)
-        if perf.returncode != 0:
-            print(perf.stderr, file=sys.stderr)
-            return 1
-        loadgen.popen.wait(timeout=30)
-        res = wrk.parse(Path(loadgen.log).read_text() if loadgen.log else "")
-        print(f"{args.peer}, split placement, keep-alive GET 12 B, 50 connections: {res.rps:.0f} req/s "
-              f"(wrk errors: {res.error_count})")
+        backend = start_backend(sup, out_dir, PLACEMENTS["split"])
+        for name in args.peers:
+            data = record(sup, tools, out_dir, backend, name, args.seconds)
+            script = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip,sym"], capture_output=True,
+                                    text=True, check=True).stdout
+            found[name] = cpubuckets.parse(script)
     except StartError as exc:
         print(f"profile: {exc}", file=sys.stderr)
         return 1
     finally:
         sup.stop_all()
-    modes = perf_report(data, "dso", 20)
-    kernel = sum(pct for pct, dso in modes if "kernel" in dso or dso.startswith("[k"))
-    print(f"\nkernel {kernel:.1f}% / user {100 - kernel:.1f}% of the peer's cpu-clock samples\n\nby DSO:")
-    for pct, dso in modes[:8]:
-        print(f"  {pct:5.1f}%  {dso}")
-    print("\ntop symbols ([k] kernel, [.] user):")
-    for pct, sym in perf_report(data, "sym", 25):
-        print(f"  {pct:5.1f}%  {sym}")
-    full = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--stdio", "--sort", "dso,sym"],
-                          capture_output=True, text=True).stdout
-    (out_dir / "report.txt").write_text(full)
-    print(f"\nperf.data and report.txt in {out_dir}")
+    buckets_table(found)
+    print(f"\nperf.data files in {out_dir}")
     return 0
 
 
