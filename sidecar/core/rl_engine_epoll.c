@@ -167,6 +167,11 @@ static void do_reads(rl_worker *w, rl_sock *s)
         uint16_t bid = w->bufs.rx_free[--w->bufs.nrx_free];
         ssize_t n = recv(s->fd, rl_buf_data(&w->bufs, bid), w->bufs.size, MSG_DONTWAIT);
         if (n > 0) {
+            /* A short read emptied the socket: the next data raises a new edge, so the read
+             * that would only say EAGAIN is skipped (a syscall per receive, as nginx does).
+             * Not after a FIN was reported: no edge follows it, the EOF must be read now. */
+            if ((uint32_t)n < w->bufs.size && !(s->flags & RL_S_HUP_SEEN))
+                s->flags &= (uint16_t)~RL_S_READABLE;
             w->bufs.refs[bid] = 1;
             s->ops->on_recv(w, s, bid, (uint32_t)n);
             continue;
@@ -201,6 +206,8 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
         return;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         s->flags |= RL_S_READABLE;
+    if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        s->flags |= RL_S_HUP_SEEN;
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         s->flags |= RL_S_WRITABLE;
     if ((s->flags & RL_S_CONNECTING) && (s->flags & RL_S_WRITABLE)) {

@@ -33,6 +33,7 @@ enum {
     RL_S_RD_DONE = 1u << 7,   /* EOF or error delivered */
     RL_S_PENDING = 1u << 8,   /* epoll: on the completion list */
     RL_S_CANCELING = 1u << 9, /* io_uring: cancel of the recv submitted */
+    RL_S_HUP_SEEN = 1u << 10, /* epoll: the peer's FIN (or an error) was reported: read to the end */
 };
 
 struct rl_sock {
