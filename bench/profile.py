@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""CPU profiles of proxies under the split 12 B / 50-connection keep-alive load, and where
-their CPU goes.
+"""CPU profiles of proxies under the 12 B / 50-connection keep-alive load, and where their CPU
+goes.
 
-  bench/profile.py [--peers ringlane-io_uring ringlane-epoll nginx] [--seconds 8]
+  bench/profile.py [--peers ringlane-io_uring ringlane-epoll nginx] [--seconds 8] [--placement split]
 
-For each peer in turn: starts the backend and the peer pinned as in the "split" placement,
-drives it with wrk, and records `perf record -e cpu-clock -g` of the peer's processes (no PMU
-is needed). Prints each peer's top symbols, then one table of buckets (TCP/IP work, the I/O
-interface, user space) and what they imply: for the same TCP/IP work per request, the CPU
-ratio between the peers, and the best ratio any proxy could reach against the first non-Ringlane
-peer (ringbench/cpubuckets.py explains why). perf.data files stay in bench/build/profile-<stamp>/.
+For each peer in turn: starts the backend and the peer pinned as in the placement (split or
+colocated), drives it with wrk, and records `perf record -e cpu-clock -g` of the peer's processes (no PMU
+is needed), one sample per 100 us of CPU. Prints each peer's top symbols, then one table: CPU
+microseconds per request in each bucket (TCP/IP work, the I/O interface, user space; see
+ringbench/cpubuckets.py). perf slows the peers, so the absolute numbers run higher than in
+run.py; compare the peers with each other. perf.data files stay in bench/build/profile-<stamp>/.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ringbench import cpubuckets, wrk  # noqa: E402
 from ringbench.configs import PATH_12  # noqa: E402
 from ringbench.peers import PROXIES, Running, Tools, find_tools, start_backend, start_peer  # noqa: E402
-from ringbench.placement import PLACEMENTS, taskset  # noqa: E402
+from ringbench.placement import PLACEMENTS, Placement, taskset  # noqa: E402
 from ringbench.procs import StartError, Supervisor, install_signal_handlers  # noqa: E402
 from ringbench.runner import stamp  # noqa: E402
 
@@ -42,8 +42,12 @@ def perf_report(data: Path, sort: str, limit: int) -> list[tuple[float, str]]:
     return rows[:limit]
 
 
-def record(sup: Supervisor, tools: Tools, out_dir: Path, backend: Running, peer_name: str, seconds: float) -> Path:
-    placement = PLACEMENTS["split"]
+PERIOD_US = 100  # perf's fixed sampling period, in microseconds of CPU
+
+
+def record(sup: Supervisor, tools: Tools, out_dir: Path, backend: Running, peer_name: str, seconds: float,
+           placement: Placement) -> tuple[Path, float]:
+    """perf.data of the peer under load, and the requests completed while perf recorded."""
     data = out_dir / f"{peer_name}.perf.data"
     peer = start_peer(sup, tools, out_dir, placement, peer_name, backend.http_port)
     try:
@@ -51,59 +55,55 @@ def record(sup: Supervisor, tools: Tools, out_dir: Path, backend: Running, peer_
         loadgen = sup.spawn(f"wrk-{peer_name}", wrk.argv(placement.loadgen_cpus, peer.http_port, PATH_12, 50, 1,
                                                           seconds + 2))
         # perf's own duration: the `sleep` bounds the recording, it synchronises nothing
-        perf = sup.run(taskset(placement.loadgen_cpus, ["perf", "record", "-e", "cpu-clock", "-g", "-p", pids,
+        perf = sup.run(taskset(placement.loadgen_cpus, ["perf", "record", "-e", "cpu-clock", "-c", str(PERIOD_US * 1000), "-g", "-p", pids,
                                                         "-o", str(data), "--", "sleep", f"{seconds:g}"]),
                        timeout_s=seconds + 30)
         if perf.returncode != 0:
             raise StartError(f"perf record failed for {peer_name}: {perf.stderr.strip()[-300:]}")
         loadgen.popen.wait(timeout=30)
         res = wrk.parse(Path(loadgen.log).read_text() if loadgen.log else "")
-        print(f"\n== {peer_name}, split, keep-alive GET 12 B, 50 connections: {res.rps:.0f} req/s under perf "
+        print(f"\n== {peer_name}, {placement.name}, keep-alive GET 12 B, 50 connections: {res.rps:.0f} req/s under perf "
               f"(wrk errors: {res.error_count})")
     finally:
         sup.stop(peer.child)
     for pct, sym in perf_report(data, "sym", 12):
         print(f"  {pct:5.1f}%  {sym}")
-    return data
+    return data, res.rps * seconds  # wrk runs steadily around perf's window
 
 
-def buckets_table(found: dict[str, cpubuckets.Buckets]) -> None:
+def buckets_table(found: dict[str, tuple[cpubuckets.Buckets, float]]) -> None:
     names = list(found)
-    rows = sorted({b for bk in found.values() for b in bk.shares}, key=lambda b: -max(
-        bk.shares.get(b, 0.0) for bk in found.values()))
-    print("\nwhere the CPU goes (% of each peer's samples):\n")
+    us = {n: cpubuckets.per_request_us(b, PERIOD_US, reqs) for n, (b, reqs) in found.items()}
+    rows = sorted({k for u in us.values() for k in u if k != "total"}, key=lambda k: -max(u.get(k, 0.0) for u in us.values()))
+    print("\nwhere the CPU goes, microseconds per request (under perf):\n")
     print(f"  {'bucket':44s}" + "".join(f"{n:>20s}" for n in names))
-    for b in rows:
-        print(f"  {b:44s}" + "".join(f"{100 * found[n].shares.get(b, 0.0):19.1f}%" for n in names))
-    print(f"  {'TCP/IP work, total':44s}" + "".join(f"{100 * found[n].tcp_share:19.1f}%" for n in names))
-    ref = next((n for n in names if not n.startswith("ringlane")), names[0])
-    print(f"\nfor equal TCP/IP work per request (same segments for every proxy), CPU/request x {ref}:")
-    for n in names:
-        r = cpubuckets.implied_ratio(found[n], found[ref])
-        print(f"  {n:24s} {r:.2f}x" if r else f"  {n:24s} n/a")
-    floor = cpubuckets.floor_ratio(found[ref])
-    if floor:
-        print(f"  a proxy with no CPU but the TCP/IP work: {floor:.2f}x {ref}")
+    for k in rows + ["total"]:
+        print(f"  {k:44s}" + "".join(f"{us[n].get(k, 0.0):20.2f}" for n in names))
+    ref = next((n for n in names if not n.startswith("ringlane")), None)
+    if ref and us[ref].get("total"):
+        print(f"\n  total x {ref}: " + ", ".join(f"{n} {us[n].get('total', 0.0) / us[ref]['total']:.2f}x" for n in names))
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peers", nargs="+", choices=PROXIES, default=["ringlane-io_uring", "ringlane-epoll", "nginx"])
     p.add_argument("--seconds", type=float, default=8)
+    p.add_argument("--placement", choices=("split", "colocated"), default="split")
     args = p.parse_args(argv)
     install_signal_handlers()
     out_dir = BENCH / "build" / f"profile-{stamp()}"
     out_dir.mkdir(parents=True)
     sup = Supervisor(out_dir / "logs")
-    found: dict[str, cpubuckets.Buckets] = {}
+    found: dict[str, tuple[cpubuckets.Buckets, float]] = {}
     try:
         tools = find_tools(BENCH.parent)
-        backend = start_backend(sup, out_dir, PLACEMENTS["split"])
+        placement = PLACEMENTS[args.placement]
+        backend = start_backend(sup, out_dir, placement)
         for name in args.peers:
-            data = record(sup, tools, out_dir, backend, name, args.seconds)
+            data, requests = record(sup, tools, out_dir, backend, name, args.seconds, placement)
             script = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip,sym"], capture_output=True,
                                     text=True, check=True).stdout
-            found[name] = cpubuckets.parse(script)
+            found[name] = (cpubuckets.parse(script), requests)
     except StartError as exc:
         print(f"profile: {exc}", file=sys.stderr)
         return 1

@@ -8,7 +8,8 @@
   bench/run.py --full    the whole matrix: 3 runs x 10 s per peer and cell, open-loop sweep at
                          10..90% of the slowest proxy's max, 10k idle connections
 
-Writes bench/results/<stamp>-<mode>.{md,json,*.png} and latest.{md,json} (+ latest-*.png).
+Writes bench/results/<stamp>-<mode>.{md,json,*.png}, and copies as latest.* (either mode) and
+<mode>-latest.* (full-latest.* is the one the README cites).
 Exit codes: 0 ok, 1 something failed (listed in the report), 2 bad usage or missing tools, 130 interrupted.
 """
 from __future__ import annotations
@@ -110,13 +111,17 @@ def write_outputs(results: Results, out_dir: Path, plot_python: Path | None) -> 
     json_path = out_dir / f"{base}.json"
     json_path.write_text(json.dumps(results.to_json(), indent=1) + "\n")
     (out_dir / f"{base}.md").write_text(report.render(results, f"{base}-"))
-    (out_dir / "latest.md").write_text(report.render(results, "latest-"))
-    shutil.copyfile(json_path, out_dir / "latest.json")
+    # latest.*: the last run of either mode; <mode>-latest.*: the last of this mode (README cites full-latest)
+    copies = ("latest", f"{results.meta['mode']}-latest")
+    for copy in copies:
+        (out_dir / f"{copy}.md").write_text(report.render(results, f"{copy}-"))
+        shutil.copyfile(json_path, out_dir / f"{copy}.json")
     if plot_python is not None:
         subprocess.run([str(plot_python), str(BENCH / "plot.py"), str(json_path), str(out_dir / f"{base}-")],
                        check=True)
         for name in ("latency-vs-load.png", "cpu-per-request.png"):
-            shutil.copyfile(out_dir / f"{base}-{name}", out_dir / f"latest-{name}")
+            for copy in copies:
+                shutil.copyfile(out_dir / f"{base}-{name}", out_dir / f"{copy}-{name}")
     return out_dir / f"{base}.md"
 
 

@@ -1,12 +1,11 @@
 """Where a proxy's CPU goes, from `perf script -F ip,sym` call chains: the kernel's TCP/IP work,
 the I/O interface around it (io_uring, or syscalls and epoll), and user space.
 
-Every proxy on this path moves the same four TCP segments per keep-alive request (two sends,
-two receives; nstat shows no pure ACKs), and on loopback a send also runs the receiver's TCP
-input in the sender's softirq. So the TCP/IP work per request is about the same for any proxy,
-and what a proxy controls is the rest. With T the TCP/IP CPU per request and s = T / total,
-total = T / s: two proxies' CPU per request compare as s_b / s_a, and a proxy with no overhead
-at all would cost s_ref of the reference. `floor_ratio` is that bound.
+A loopback send also runs the receiver's TCP input (and its wake-up) in the sender's softirq, so
+"tcp/ip send" is most of any proxy's CPU. It is not the same for every proxy, even though every
+one moves the same four segments per keep-alive request: how sends are batched decides how often
+a sleeping peer has to be woken. Sampled with a fixed period, the buckets convert to CPU time
+per request (`per_request_us`), which compares peers directly.
 """
 from __future__ import annotations
 
@@ -73,13 +72,11 @@ def parse(perf_script: str) -> Buckets:
     return Buckets(shares, total)
 
 
-def implied_ratio(peer: Buckets, ref: Buckets) -> float | None:
-    """CPU per request of peer / ref implied by equal TCP/IP work per request."""
-    if not peer.tcp_share or not ref.tcp_share:
-        return None
-    return ref.tcp_share / peer.tcp_share
-
-
-def floor_ratio(ref: Buckets) -> float | None:
-    """The best ratio to ref any proxy can reach on this path: one whose only CPU is TCP/IP work."""
-    return ref.tcp_share or None
+def per_request_us(b: Buckets, period_us: float, requests: float) -> dict[str, float]:
+    """CPU microseconds per request in each bucket (and "total"), for samples taken every period_us."""
+    if not requests:
+        return {}
+    total = b.samples * period_us / requests
+    out = {bucket: share * total for bucket, share in b.shares.items()}
+    out["total"] = total
+    return out
