@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from ringbench.cpubuckets import floor_ratio, implied_ratio, parse  # noqa: E402
+from ringbench.cpubuckets import parse, per_request_us  # noqa: E402
 
 K = "ffffffff81000000"
 
@@ -54,16 +54,15 @@ def test_syscalls_and_epoll_are_their_own_bucket() -> None:
     assert b.tcp_share == pytest.approx(0.5)
 
 
-def test_equal_tcp_work_implies_the_ratio_and_the_floor() -> None:
-    uring, nginx = parse(URING), parse(NGINX)
-    # uring spends 40% on TCP/IP, nginx 50%: for the same TCP/IP work uring costs 1.25x nginx.
-    assert implied_ratio(uring, nginx) == pytest.approx(1.25)
-    # A proxy that did nothing but the TCP/IP work would cost half of nginx.
-    assert floor_ratio(nginx) == pytest.approx(0.5)
+def test_samples_convert_to_cpu_per_request() -> None:
+    b = parse(URING)  # 5 samples of 100 us each over 50 requests: 10 us per request
+    us = per_request_us(b, 100.0, 50)
+    assert us["total"] == pytest.approx(10.0)
+    assert us["io_uring"] == pytest.approx(4.0)
+    assert us["tcp/ip receive"] == pytest.approx(2.0)
 
 
-def test_empty_input_gives_no_ratio() -> None:
+def test_empty_input_gives_nothing() -> None:
     empty = parse("")
-    assert empty.samples == 0
-    assert implied_ratio(empty, parse(NGINX)) is None
-    assert floor_ratio(empty) is None
+    assert empty.samples == 0 and empty.tcp_share == 0
+    assert per_request_us(parse(NGINX), 100.0, 0) == {}
