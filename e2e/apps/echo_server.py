@@ -13,6 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Echo(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Head and body leave in one send (flushed after each request): a pod killed mid-traffic
+    # never leaves half a response, which no proxy could retry.
+    wbufsize = 65536
 
     def do_GET(self):  # noqa: N802
         # ?delay_ms=N holds the response (requests in flight for the drain test).

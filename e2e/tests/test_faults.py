@@ -4,6 +4,7 @@ mid-traffic, the app pod deleted with requests in flight, io_uring blocked on th
 webhook unavailable, malformed ProxyRoutes and hostile HTTP. Nothing may be lost."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections import Counter
 from typing import Any, Iterator
 
@@ -48,7 +50,7 @@ class Load:
         while not self.stop.is_set():
             try:
                 seen, _ = send(self.ip, 8080, 20, self.path)
-            except OSError as e:
+            except (OSError, http.client.HTTPException) as e:  # counted: a dead thread would hide failures
                 seen = Counter({f"error-{type(e).__name__}": 1})
             with self.lock:
                 self.seen.update(seen)
@@ -250,6 +252,23 @@ def test_api_server_restart(installed: Any, app: dict[str, Any]) -> None:
     assert _operator_restarts(installed) == restarts, "the operator needed a restart to recover"
 
 
+def _backend_state(c: Any, app: dict[str, Any]) -> str:
+    """What a failed wait for the replacement backend needs explained: the api pods, their
+    EndpointSlices, the endpoints the sidecar was given, the operator's last log lines."""
+    pods = c.kubectl("get", "pods", "-n", NS, "-l", "app=api", "-o", "wide", check=False).stdout
+    slices = c.kubectl("get", "endpointslices", "-n", NS, "-l", "kubernetes.io/service-name=api", "-o",
+                       "jsonpath={range .items[*].endpoints[*]}{.addresses[0]} {.conditions}{\"\\n\"}{end}",
+                       check=False).stdout
+    try:
+        with urllib.request.urlopen(f"http://{app['status']['podIP']}:9901/config", timeout=5) as r:
+            clusters = json.loads(r.read()).get("clusters")
+    except (OSError, ValueError) as e:
+        clusters = f"unreadable: {e}"
+    logs = c.kubectl("logs", "-n", SYSTEM, "-l", "app.kubernetes.io/component=operator", "--tail=40",
+                     check=False).stdout
+    return f"\npods:\n{pods}\nendpoint slices:\n{slices}\nsidecar clusters: {clusters}\noperator log:\n{logs}"
+
+
 def test_backend_pod_killed_mid_traffic(installed: Any, app: dict[str, Any]) -> None:
     """One of three backend pods is killed while requests flow: retries (connect failure, reset,
     503; GETs are idempotent) and the endpoint's removal keep every request successful."""
@@ -260,8 +279,18 @@ def test_backend_pod_killed_mid_traffic(installed: Any, app: dict[str, Any]) -> 
         installed.kubectl("delete", "pod", "-n", NS, victim, "--grace-period=0", "--force", "--wait=false")
         installed.kubectl("rollout", "status", "-n", NS, "deployment/api", "--timeout=120s", timeout=150)
         # The replacement serves: the operator re-rendered the endpoints and the sidecar follows.
-        wait_until(lambda: victim not in {b["pod"] for b in send(ip, 8080, 30)[1]}
-                   and len({b["pod"] for b in send(ip, 8080, 60)[1]}) == 3, 60, "the new backend pod to serve")
+        pods: set[str] = set()
+
+        def replacement_serves() -> bool:
+            pods.clear()
+            pods.update(b["pod"] for b in send(ip, 8080, 60)[1])
+            return victim not in pods and len(pods) == 3
+
+        try:
+            wait_until(replacement_serves, 60, "the new backend pod to serve")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; pods that answered: {sorted(pods)}; "
+                                 f"{_backend_state(installed, app)}") from None
         served = load.total()
     assert served > 0 and not load.failures(), load.seen
 
