@@ -12,6 +12,7 @@ static const uint8_t sqe_ops[] = {
     IORING_OP_ACCEPT,       /* multishot accept on listeners */
     IORING_OP_RECV,         /* multishot recv into the provided-buffer ring */
     IORING_OP_SEND,         /* one send in flight per socket */
+    IORING_OP_SENDMSG,      /* the same, gathering several queued slices */
     IORING_OP_CONNECT,      /* upstream connects */
     IORING_OP_LINK_TIMEOUT, /* connect timeout */
     IORING_OP_ASYNC_CANCEL, /* stop a multishot recv/accept */

@@ -42,14 +42,14 @@ typedef struct rl_slice {
     uint32_t off, len;
 } rl_slice;
 
-/* Bytes queued for one socket, sent in order, one send in flight at a time. A growable ring:
+/* Bytes queued for one socket, sent in order, one (gathered) send in flight at a time. A growable ring:
  * readers pause at a few slices, but a multishot recv may deliver more before its cancel
  * lands, so the queue must take them rather than drop the connection. Empty queues of idle
  * connections keep their small array (no allocation per request). */
 typedef struct rl_outq {
     rl_slice *s;
     uint16_t head, count, cap;
-    uint8_t head_busy; /* the head slice has been handed to the engine */
+    uint8_t nbusy; /* slices from the head handed to the engine (one send in flight) */
     uint32_t bytes;
 } rl_outq;
 

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 
 static int outq_grow(rl_outq *q)
 {
@@ -40,8 +41,8 @@ int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
     while (len) {
         rl_slice *last = q->count ? &q->s[(q->head + q->count - 1) % q->cap] : NULL;
         /* Append to the tail transmit buffer when it is ours alone and not in flight (the
-         * engine already has the head's length). */
-        int append = last && !(q->count == 1 && q->head_busy) && !rl_buf_is_rx(&w->bufs, last->bid) &&
+         * engine already has the lengths of the slices it sends). */
+        int append = last && q->count > q->nbusy && !rl_buf_is_rx(&w->bufs, last->bid) &&
                      w->bufs.refs[last->bid] == 1 && last->off + last->len < w->bufs.size;
         if (!append) {
             int bid = rl_buf_tx_get(&w->bufs);
@@ -65,7 +66,7 @@ int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len)
 
 uint32_t rl_outq_tail_room(rl_worker *w, const rl_outq *q)
 {
-    if (!q->count || (q->count == 1 && q->head_busy))
+    if (q->count <= q->nbusy)
         return 0;
     const rl_slice *last = &q->s[(q->head + q->count - 1) % q->cap];
     if (rl_buf_is_rx(&w->bufs, last->bid) || w->bufs.refs[last->bid] != 1)
@@ -77,9 +78,34 @@ void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q)
 {
     if (!q->count || (s->flags & (RL_S_SENDING | RL_S_CLOSED)))
         return;
-    rl_slice *h = &q->s[q->head];
-    q->head_busy = 1;
-    w->eng->send(w, s, rl_buf_data(&w->bufs, h->bid) + h->off, h->len);
+    /* Everything queued goes in one gathered send: a body arriving faster than the client
+     * reads leaves several slices here, and each send costs a syscall or an SQE. */
+    struct iovec iov[RL_SEND_IOV_MAX];
+    unsigned n = 0;
+    for (; n < q->count && n < RL_SEND_IOV_MAX; n++) {
+        const rl_slice *sl = &q->s[(q->head + n) % q->cap];
+        iov[n].iov_base = rl_buf_data(&w->bufs, sl->bid) + sl->off;
+        iov[n].iov_len = sl->len;
+    }
+    q->nbusy = (uint8_t)n;
+    w->eng->send(w, s, iov, n);
+}
+
+void rl_outq_sent(rl_worker *w, rl_outq *q, uint32_t bytes)
+{
+    unsigned busy = q->nbusy;
+    q->nbusy = 0;
+    for (; busy && q->count; busy--) {
+        rl_slice *h = &q->s[q->head];
+        if (bytes < h->len) { /* a partial send: the rest of this slice goes next */
+            h->off += bytes;
+            h->len -= bytes;
+            q->bytes -= bytes;
+            return;
+        }
+        bytes -= h->len;
+        rl_outq_pop(w, q);
+    }
 }
 
 void rl_outq_pop(rl_worker *w, rl_outq *q)
@@ -87,7 +113,6 @@ void rl_outq_pop(rl_worker *w, rl_outq *q)
     if (!q->count)
         return;
     rl_slice *h = &q->s[q->head];
-    q->head_busy = 0;
     q->bytes -= h->len;
     rl_buf_unref(w, h->bid);
     q->head = (uint16_t)((q->head + 1) % q->cap);
@@ -96,9 +121,23 @@ void rl_outq_pop(rl_worker *w, rl_outq *q)
 
 void rl_outq_clear(rl_worker *w, rl_outq *q)
 {
-    while (q->count)
-        rl_outq_pop(w, q);
-    q->head = 0;
+    /* Slices of a send still in flight stay referenced: the kernel may still read them, and
+     * a recycled receive buffer would send another connection's bytes. */
+    while (q->count > q->nbusy) {
+        rl_slice *tail = &q->s[(q->head + q->count - 1) % q->cap];
+        q->bytes -= tail->len;
+        rl_buf_unref(w, tail->bid);
+        q->count--;
+    }
+    if (!q->count)
+        q->head = 0;
+}
+
+void rl_outq_release(rl_worker *w, rl_outq *q)
+{
+    q->nbusy = 0;
+    rl_outq_clear(w, q);
+    rl_outq_free(q);
 }
 
 void rl_outq_free(rl_outq *q)

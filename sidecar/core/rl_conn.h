@@ -16,11 +16,16 @@ struct rl_conn_base {
 
 /* Queue bytes of a buffer for sending (the caller hands over one reference). 0, or -1 when full. */
 int rl_outq_push(rl_worker *w, rl_outq *q, uint16_t bid, uint32_t off, uint32_t len);
-/* Start sending the head of the queue if nothing is in flight. */
+/* Start sending the queue (up to RL_SEND_IOV_MAX slices at once) if nothing is in flight. */
 void rl_outq_kick(rl_worker *w, rl_sock *s, rl_outq *q);
-/* The head slice was sent: drop it. */
+/* A send took `bytes`: drop the slices it finished, advance into a partly sent one. */
+void rl_outq_sent(rl_worker *w, rl_outq *q, uint32_t bytes);
+/* Drop the head slice (not in flight). */
 void rl_outq_pop(rl_worker *w, rl_outq *q);
+/* Drop what is queued, except the slices of a send in flight (see rl_outq_release). */
 void rl_outq_clear(rl_worker *w, rl_outq *q);
+/* The socket was released (no send in flight any more): drop everything, free the array. */
+void rl_outq_release(rl_worker *w, rl_outq *q);
 /* Bytes that rl_outq_write can still append to the tail buffer without a new slice. */
 uint32_t rl_outq_tail_room(rl_worker *w, const rl_outq *q);
 /* Free the queue's array (it must be empty, or the worker is exiting). */

@@ -92,37 +92,25 @@ static void ep_recv_stop(rl_worker *w, rl_sock *s)
     s->flags &= (uint16_t)~RL_S_RECV_ON;
 }
 
-/* Writes as much of the current send as the socket takes; 1 when finished (or failed). */
-static int write_some(rl_sock *s, int *err)
+/* Sends now; the result waits on the completion list (callbacks never run inside the call
+ * that caused them). A full socket buffer leaves the send waiting for EPOLLOUT, which then
+ * completes it with 0 bytes: the state machine sends again, from where its queue stands. */
+static void ep_send(rl_worker *w, rl_sock *s, const struct iovec *iov, unsigned n)
 {
-    while (s->send_len) {
-        ssize_t n = send(s->fd, s->send_ptr, s->send_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0) {
-            if (errno == EAGAIN) {
-                s->flags &= (uint16_t)~RL_S_WRITABLE;
-                return 0;
-            }
-            if (errno == EINTR)
-                continue;
-            *err = -errno;
-            return 1;
-        }
-        s->send_ptr += n;
-        s->send_len -= (uint32_t)n;
-    }
-    *err = 0;
-    return 1;
-}
-
-static void ep_send(rl_worker *w, rl_sock *s, const char *p, uint32_t len)
-{
-    int err;
     s->flags |= RL_S_SENDING;
-    s->send_ptr = p;
-    s->send_len = len;
-    if (write_some(s, &err)) {
-        s->pend_sent = 1 + (err ? -err : 0);
+    for (;;) {
+        struct msghdr m = {.msg_iov = (struct iovec *)iov, .msg_iovlen = n};
+        ssize_t r = n == 1 ? send(s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL | MSG_DONTWAIT)
+                           : sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && errno == EAGAIN) {
+            s->flags &= (uint16_t)~RL_S_WRITABLE;
+            return;
+        }
+        s->pend_sent = r >= 0 ? (int)r + 1 : -errno;
         push_pending(w, s);
+        return;
     }
 }
 
@@ -216,13 +204,10 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
             return;
     }
     if ((s->flags & RL_S_SENDING) && (s->flags & RL_S_WRITABLE) && !s->pend_sent) {
-        int err;
-        if (write_some(s, &err)) {
-            s->flags &= (uint16_t)~RL_S_SENDING;
-            s->ops->on_sent(w, s, err);
-            if (s->flags & RL_S_CLOSED)
-                return;
-        }
+        s->flags &= (uint16_t)~RL_S_SENDING; /* room again: the state machine sends the rest */
+        s->ops->on_sent(w, s, 0);
+        if (s->flags & RL_S_CLOSED)
+            return;
     }
     do_reads(w, s);
 }
@@ -271,10 +256,10 @@ static void run_pending(rl_worker *w)
                 continue;
         }
         if (s->pend_sent) {
-            int err = s->pend_sent - 1;
+            int res = s->pend_sent > 0 ? s->pend_sent - 1 : s->pend_sent;
             s->pend_sent = 0;
             s->flags &= (uint16_t)~RL_S_SENDING;
-            s->ops->on_sent(w, s, -err);
+            s->ops->on_sent(w, s, res);
             if (s->flags & RL_S_CLOSED)
                 continue;
         }

@@ -21,6 +21,11 @@
 
 enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CONNECT, OP_IGNORE, OP_WAKE, OP_LINK_TIMEOUT };
 
+typedef struct ur_msg {
+    struct msghdr hdr;
+    struct iovec iov[RL_SEND_IOV_MAX];
+} ur_msg;
+
 typedef struct ur_state {
     struct io_uring ring;
     struct io_uring_buf_ring *br;
@@ -31,6 +36,8 @@ typedef struct ur_state {
     rl_list starved;   /* sockets whose multishot recv ended on an empty buffer ring */
     struct __kernel_timespec *ts; /* connect timeouts, one per SQ slot, valid until submit */
     uint32_t nts, ts_next;
+    struct ur_msg *msgs; /* gathered sends, one per SQ slot: the kernel copies them at submit */
+    uint32_t msg_next;
 } ur_state;
 
 static ur_state *st(rl_worker *w) { return w->eng_state; }
@@ -149,6 +156,16 @@ static int ur_init(rl_worker *w, char *err, size_t n)
     }
     u->nts = w->core->opts.ring_entries;
     u->ts = calloc(u->nts, sizeof(*u->ts));
+    u->msgs = calloc(u->nts, sizeof(*u->msgs));
+    if (!u->ts || !u->msgs) {
+        snprintf(err, n, "out of memory");
+        free(u->ts);
+        free(u->msgs);
+        munmap(u->br, u->br_bytes);
+        io_uring_queue_exit(&u->ring);
+        free(u);
+        return -ENOMEM;
+    }
     w->eng_state = u;
     arm_wake(w);
     return 0;
@@ -160,6 +177,7 @@ static void ur_fini(rl_worker *w)
     io_uring_queue_exit(&u->ring); /* cancels everything in flight */
     munmap(u->br, u->br_bytes);
     free(u->ts);
+    free(u->msgs);
     free(u);
     w->eng_state = NULL;
 }
@@ -236,20 +254,24 @@ static void ur_recv_stop(rl_worker *w, rl_sock *s)
     }
 }
 
-static void submit_send(rl_worker *w, rl_sock *s)
+static void ur_send(rl_worker *w, rl_sock *s, const struct iovec *iov, unsigned n)
 {
+    ur_state *u = st(w);
     struct io_uring_sqe *sqe = get_sqe(w);
-    io_uring_prep_send(sqe, s->fd, s->send_ptr, s->send_len, MSG_NOSIGNAL);
+    if (n == 1) {
+        io_uring_prep_send(sqe, s->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        /* Valid until submit, like the timespecs: the slots outnumber the SQEs between submits. */
+        ur_msg *m = &u->msgs[u->msg_next++ % u->nts];
+        memcpy(m->iov, iov, n * sizeof(*iov));
+        memset(&m->hdr, 0, sizeof(m->hdr));
+        m->hdr.msg_iov = m->iov;
+        m->hdr.msg_iovlen = n;
+        io_uring_prep_sendmsg(sqe, s->fd, &m->hdr, MSG_NOSIGNAL);
+    }
     io_uring_sqe_set_data64(sqe, ud(s, OP_SEND));
-    s->inflight++;
-}
-
-static void ur_send(rl_worker *w, rl_sock *s, const char *p, uint32_t len)
-{
     s->flags |= RL_S_SENDING;
-    s->send_ptr = p;
-    s->send_len = len;
-    submit_send(w, s);
+    s->inflight++;
 }
 
 static void ur_connect(rl_worker *w, rl_sock *s, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms)
@@ -280,7 +302,10 @@ static void ur_close(rl_worker *w, rl_sock *s)
         s->flags |= RL_S_CANCELING;
         cancel(w, s, OP_RECV);
     }
-    /* In-flight sends and connects hold their own file reference and complete on their own. */
+    /* A send waiting for room would hold the socket (and its buffers) open: cancel it. A
+     * connect holds its own file reference and completes on its own (its timeout is linked). */
+    if (s->flags & RL_S_SENDING)
+        cancel(w, s, OP_SEND);
     close(s->fd);
     s->fd = -1;
     maybe_release(w, s);
@@ -330,16 +355,10 @@ static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
 static void on_send_cqe(rl_worker *w, rl_sock *s, int res)
 {
     s->inflight--;
+    s->flags &= (uint16_t)~RL_S_SENDING;
     if (s->flags & RL_S_CLOSED)
         return maybe_release(w, s);
-    if (res > 0 && (uint32_t)res < s->send_len) {
-        s->send_ptr += res;
-        s->send_len -= (uint32_t)res;
-        submit_send(w, s);
-        return;
-    }
-    s->flags &= (uint16_t)~RL_S_SENDING;
-    s->ops->on_sent(w, s, res < 0 ? res : 0);
+    s->ops->on_sent(w, s, res);
 }
 
 static void on_connect_cqe(rl_worker *w, rl_sock *s, int res)

@@ -90,9 +90,9 @@ static void on_released(rl_worker *w, rl_sock *s)
     rl_http_client *c = s->owner;
     rl_conn_untrack(w, &c->base, 1);
     rl_worker_release_cfg(w, c->hold);
-    rl_outq_free(&c->out);
-    rl_outq_free(&c->in);
-    rl_outq_free(&c->retry);
+    rl_outq_release(w, &c->out);
+    rl_outq_release(w, &c->in);
+    rl_outq_release(w, &c->retry);
     if (c->head && c->head != w->http_scratch)
         free(c->head);
     free(c->headbuf);
@@ -864,13 +864,13 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
     }
 }
 
-static void on_sent(rl_worker *w, rl_sock *s, int err)
+static void on_sent(rl_worker *w, rl_sock *s, int res)
 {
     rl_http_client *c = s->owner;
-    if (err)
+    if (res < 0)
         return client_close(w, c);
-    rl_worker_lstats(w, c->lc->slot)->tx_bytes += c->out.count ? c->out.s[c->out.head].len : 0;
-    rl_outq_pop(w, &c->out);
+    rl_worker_lstats(w, c->lc->slot)->tx_bytes += (uint32_t)res;
+    rl_outq_sent(w, &c->out, (uint32_t)res);
     rl_outq_kick(w, s, &c->out);
     if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))
         return flushed_close(w, c);

@@ -47,7 +47,7 @@ static void on_released(rl_worker *w, rl_sock *s)
     u->pool->nopen--;
     w->totals.upstream_conns_active--;
     rl_conn_untrack(w, &u->base, 0);
-    rl_outq_free(&u->out);
+    rl_outq_release(w, &u->out);
     rl_resp_head_free(&u->rh);
     free(u->headbuf);
     free(u);
@@ -213,16 +213,16 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
     up_close(w, u);
 }
 
-static void on_sent(rl_worker *w, rl_sock *s, int err)
+static void on_sent(rl_worker *w, rl_sock *s, int res)
 {
     rl_http_up *u = s->owner;
     rl_http_client *c = u->client;
-    if (err) {
+    if (res < 0) {
         if (c)
-            rl_http_on_up_end(w, c, u, err);
+            rl_http_on_up_end(w, c, u, res);
         return up_close(w, u);
     }
-    rl_outq_pop(w, &u->out);
+    rl_outq_sent(w, &u->out, (uint32_t)res);
     rl_outq_kick(w, s, &u->out);
     if (u->shut_pending && !u->out.count && !(s->flags & RL_S_SENDING))
         shutdown(s->fd, SHUT_WR);

@@ -8,8 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "rl_util.h"
+
+#define RL_SEND_IOV_MAX 8 /* queued slices one send may carry */
 
 typedef struct rl_worker rl_worker;
 typedef struct rl_sock rl_sock;
@@ -17,7 +20,9 @@ typedef struct rl_sock rl_sock;
 typedef struct rl_sock_ops {
     void (*on_recv)(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len); /* owns one buffer ref */
     void (*on_recv_end)(rl_worker *w, rl_sock *s, int err);                /* 0 = peer EOF */
-    void (*on_sent)(rl_worker *w, rl_sock *s, int err);                    /* whole send done, or -errno */
+    /* The socket took res bytes of the send (maybe fewer than offered: send the rest again;
+     * 0: none yet, it is writable again), or res = -errno. */
+    void (*on_sent)(rl_worker *w, rl_sock *s, int res);
     void (*on_connected)(rl_worker *w, rl_sock *s, int err);
     void (*on_released)(rl_worker *w, rl_sock *s); /* closed and no operation left in flight */
 } rl_sock_ops;
@@ -42,9 +47,8 @@ struct rl_sock {
     uint16_t inflight; /* io_uring operations not yet completed */
     const rl_sock_ops *ops;
     void *owner;
-    const char *send_ptr; /* current send: engines finish partial sends themselves */
-    uint32_t send_len;
-    int pend_sent, pend_conn; /* epoll: results waiting on the completion list (1 + err) */
+    int pend_sent;  /* epoll: a send result waiting on the completion list (res + 1 if >= 0) */
+    int pend_conn;  /* epoll: a connect result waiting on the completion list (1 + errno) */
     rl_list pending;          /* epoll: completion list node */
 };
 
@@ -58,7 +62,8 @@ typedef struct rl_engine_ops {
     int (*attach)(rl_worker *w, rl_sock *s); /* a new connected or connecting fd */
     void (*recv_start)(rl_worker *w, rl_sock *s);
     void (*recv_stop)(rl_worker *w, rl_sock *s);
-    void (*send)(rl_worker *w, rl_sock *s, const char *p, uint32_t len);
+    /* Gathered send of iov[0..n) (n <= RL_SEND_IOV_MAX); iov is read during the call only. */
+    void (*send)(rl_worker *w, rl_sock *s, const struct iovec *iov, unsigned n);
     void (*connect)(rl_worker *w, rl_sock *s, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms);
     void (*close)(rl_worker *w, rl_sock *s);
     void (*buf_recycle)(rl_worker *w, uint16_t bid); /* a receive buffer is free again */

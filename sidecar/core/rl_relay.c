@@ -60,8 +60,8 @@ static void relay_close(rl_worker *w, rl_relay *r)
 
 static void relay_free(rl_worker *w, rl_relay *r)
 {
-    rl_outq_free(&r->side[0].out);
-    rl_outq_free(&r->side[1].out);
+    rl_outq_release(w, &r->side[0].out);
+    rl_outq_release(w, &r->side[1].out);
     rl_conn_untrack(w, &r->base, 1);
     rl_worker_release_cfg(w, r->hold);
     free(r);
@@ -123,13 +123,13 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
     maybe_shutdown(w, r, !from);
 }
 
-static void on_sent(rl_worker *w, rl_sock *s, int err)
+static void on_sent(rl_worker *w, rl_sock *s, int res)
 {
     rl_relay *r = of(s);
     int to = idx(r, s), from = !to;
-    if (err)
+    if (res < 0)
         return relay_close(w, r);
-    rl_outq_pop(w, &r->side[to].out);
+    rl_outq_sent(w, &r->side[to].out, (uint32_t)res);
     rl_outq_kick(w, s, &r->side[to].out);
     relay_side *src = &r->side[from];
     if (r->side[to].out.count < PAUSE_AT / 2 && !src->eof && !(src->sock.flags & RL_S_RECV_ON))

@@ -59,9 +59,16 @@ class Closed(Exception):
 class Conn:
     """One client connection: send raw bytes, read responses with exact framing, count bytes."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, rcvbuf: int = 0,
+                 read_size: int = 1 << 20) -> None:
+        """rcvbuf (set before connecting) and read_size make a slow reader."""
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.read_size = read_size
         self.buf = b""
         self.sent = 0
         self.received = 0
@@ -76,7 +83,7 @@ class Conn:
         return self.read_response(head=method == "HEAD")
 
     def _fill(self) -> None:
-        chunk = self.sock.recv(1 << 20)
+        chunk = self.sock.recv(self.read_size)
         if not chunk:
             raise Closed(f"connection closed with {len(self.buf)} unparsed bytes: {self.buf[:200]!r}")
         self.received += len(chunk)

@@ -12,7 +12,8 @@ import threading
 import pytest
 
 from .backends import Reply, digest_app, headers_app, reset
-from .helpers import Closed, Conn, build_request, cluster, config, free_port, get, http_listener, nginx_echo, rule, wait_for
+from .helpers import (Closed, Conn, Timeouts, build_request, cluster, config, free_port, get, http_listener,
+                      nginx_echo, rule, wait_for)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -129,6 +130,35 @@ def test_one_mib_download(core, nginx) -> None:
             assert r.status == 200
             assert len(r.body) == 1 << 20
             assert hashlib.sha256(r.body).hexdigest() == nginx.big_sha256
+
+
+def test_downloads_to_a_slow_reader(core, nginx) -> None:
+    """Eight pipelined 1 MiB downloads (more than a socket buffer holds) to a client with a
+    tiny receive window that reads 4 KiB at a time: the proxy's gathered sends stop part-way
+    (full socket buffer) and resume from the byte they reached; every body arrives whole and
+    in order."""
+    port = free_port()
+    core(nginx_cfg(port, nginx))
+    with Conn(port, timeout=20, rcvbuf=4096, read_size=4096) as conn:
+        conn.send(b"".join(build_request("GET", "/big.bin", (), None, "test.local") for _ in range(8)))
+        for _ in range(8):
+            r = conn.read_response()
+            assert r.status == 200
+            assert len(r.body) == 1 << 20
+            assert hashlib.sha256(r.body).hexdigest() == nginx.big_sha256
+
+
+def test_timeout_while_the_client_does_not_read_frees_the_connection(core, nginx) -> None:
+    """The request timeout fires while the response waits on a client that stopped reading
+    (its socket buffer full, a send in flight): the connection is closed and released, not
+    held open by the send that will never finish."""
+    port = free_port()
+    c = core(config([http_listener(port, rule("all", "a", timeouts=Timeouts(request="500ms")))],
+                    [cluster("a", nginx.a)]))
+    with Conn(port, timeout=20, rcvbuf=4096) as conn:
+        conn.send(b"".join(build_request("GET", "/big.bin", (), None, "test.local") for _ in range(8)))
+        wait_for(lambda: sum(t.conns_active for t in c.totals()) == 0, 10,
+                 "the stalled connection to be released")
 
 
 def test_head_request(core, nginx) -> None:

@@ -48,7 +48,7 @@ BASE: dict[str, str] = {
     "connect": "epoll engine upstreams, API client, DNS", "shutdown": "half-close",
     "getsockname": "listeners", "getpeername": "X-Forwarded-For", "setsockopt": "SO_REUSEPORT, TCP_NODELAY, cBPF steering",
     "getsockopt": "connect results (SO_ERROR)", "sendto": "epoll engine sends, DNS", "recvfrom": "epoll engine receives, DNS",
-    "sendmsg": "TLS, DNS", "recvmsg": "TLS, DNS", "sendmmsg": "glibc DNS (A+AAAA at once)",
+    "sendmsg": "gathered sends (epoll engine), TLS, DNS", "recvmsg": "TLS, DNS", "sendmmsg": "glibc DNS (A+AAAA at once)",
 }
 
 # Per engine. io_uring_register is further limited by opcode (see uring_ops.py).
