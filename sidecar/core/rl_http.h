@@ -55,6 +55,11 @@ int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n);
 int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq,
                           const llhttp_t *p, const rl_rule *r, const char *client_ip);
 int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close);
+/* Whether the Connection header value v[0, vlen) lists name[0, n) among its options. */
+int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t n);
+/* Fields never removed because a Connection header names them: the body's framing (dropping
+ * it would turn the body into a smuggled message), Host and Upgrade (their own rules). */
+int rl_http_conn_option_kept(const char *name, uint32_t n);
 
 /* A response head being parsed for its rewrite: the header lines to drop, as [start, end)
  * offsets from the head's first byte (the head is contiguous: see rl_http_up.headbuf). */
@@ -65,6 +70,8 @@ typedef struct rl_resp_head {
     uint32_t ndrop, drop_cap;
     uint32_t ndropped;             /* header lines dropped (ranges merge adjacent lines) */
     uint32_t nconn_keepalive;      /* ... of which "Connection: keep-alive" lines */
+    uint32_t conn_opts[4][2];      /* Connection values listing more than keep-alive or close */
+    uint8_t nconn_opts;
     uint8_t drop_open;             /* the last dropped line ends where the next field starts */
     uint8_t in_connection;         /* the line being parsed is a Connection line */
 } rl_resp_head;
@@ -87,7 +94,8 @@ void rl_resp_head_value_done(rl_resp_head *h, const char *base);
  * as it is, it states the proxy's own option for the client connection (RFC 9110 7.6.1 allows
  * replacing the upstream's Connection with that), and the head then goes out unchanged. */
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r);
-/* The head base[0, end) into q without its dropped lines, with r's set and add headers, and with
+/* The head base[0, end) into q without its dropped lines (and those its Connection options
+ * name, RFC 9110 7.6.1), with r's set and add headers, and with
  * "Connection: close" when close; 0, -1 when out of buffers, -2 when the head has a bare CR. */
 int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
                                 const rl_rule *r, int close);

@@ -1,7 +1,9 @@
 /* rl_http_build: bytes the proxy writes itself: the upstream request head (hop-by-hop headers
- * dropped, rule filters applied, X-Forwarded-For appended) and generated error responses. */
+ * and those the client's Connection header names dropped, rule filters applied, X-Forwarded-For
+ * appended) and generated error responses. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "rl_http.h"
 
@@ -18,6 +20,48 @@ static int is_hop_by_hop(const char *b, rl_span n)
                                         "x-forwarded-for"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (rl_span_ieq(b, n, names[i], (uint32_t)strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t n)
+{
+    for (const char *end = v + vlen; v < end;) {
+        const char *comma = memchr(v, ',', (size_t)(end - v));
+        const char *t = v, *te = comma ? comma : end;
+        while (t < te && is_ows(*t))
+            t++;
+        while (te > t && is_ows(te[-1]))
+            te--;
+        if ((uint32_t)(te - t) == n && strncasecmp(t, name, n) == 0)
+            return 1;
+        v = comma ? comma + 1 : end;
+    }
+    return 0;
+}
+
+int rl_http_conn_option_kept(const char *name, uint32_t n)
+{
+    static const char *const kept[] = {"content-length", "transfer-encoding", "host", "upgrade"};
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+        if (n == strlen(kept[i]) && strncasecmp(name, kept[i], n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Whether a Connection header of the head lists the field `n` (RFC 9110 7.6.1: a proxy removes
+ * the fields its client marked as hop-by-hop that way). The fields the proxy writes itself
+ * (X-Forwarded-For, the rule's set and add) go out whatever the client listed. */
+static int named_by_connection(const rl_http_head *h, rl_span n)
+{
+    const char *b = h->base;
+    if (rl_http_conn_option_kept(b + n.off, n.len))
+        return 0;
+    for (uint32_t i = 0; i < h->nheaders; i++)
+        if (rl_span_ieq(b, h->headers[i][0], "connection", 10) &&
+            rl_http_conn_option(b + h->headers[i][1].off, h->headers[i][1].len, b + n.off, n.len))
             return 1;
     return 0;
 }
@@ -79,9 +123,15 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
     (void)p;
     const rl_hdr *set = r->hdr_ops[RL_HDR_SET], *rem = r->hdr_ops[RL_HDR_REMOVE];
     uint32_t nset = r->nhdr_ops[RL_HDR_SET], nrem = r->nhdr_ops[RL_HDR_REMOVE];
-    int xff_written = 0;
+    int xff_written = 0, conn_options = 0;
+    for (uint32_t i = 0; i < h->nheaders; i++) /* options beyond keep-alive/close are rare */
+        if (rl_span_ieq(b, h->headers[i][0], "connection", 10) && !rl_span_ieq(b, h->headers[i][1], "keep-alive", 10) &&
+            !rl_span_ieq(b, h->headers[i][1], "close", 5))
+            conn_options = 1;
     for (uint32_t i = 0; i < h->nheaders; i++) {
         rl_span n = h->headers[i][0], v = h->headers[i][1];
+        if (conn_options && named_by_connection(h, n))
+            continue;
         if (rl_span_ieq(b, n, "x-forwarded-for", 15)) {
             WS("X-Forwarded-For: ");
             W(b + v.off, v.len);

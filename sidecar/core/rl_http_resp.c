@@ -13,6 +13,7 @@ void rl_resp_head_reset(rl_resp_head *h)
     h->field_off = h->field_len = 0;
     h->value_off = h->value_len = 0;
     h->ndrop = h->ndropped = h->nconn_keepalive = 0;
+    h->nconn_opts = 0;
     h->drop_open = h->in_connection = 0;
 }
 
@@ -103,6 +104,11 @@ void rl_resp_head_value_done(rl_resp_head *h, const char *base)
         n--;
     if (n == 10 && strncasecmp(v, "keep-alive", 10) == 0)
         h->nconn_keepalive++;
+    else if (!(n == 5 && strncasecmp(v, "close", 5) == 0) && h->nconn_opts < RL_ARRAY_LEN(h->conn_opts)) {
+        h->conn_opts[h->nconn_opts][0] = (uint32_t)(v - base); /* options naming other fields */
+        h->conn_opts[h->nconn_opts][1] = n;
+        h->nconn_opts++;
+    }
 }
 
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r)
@@ -135,6 +141,39 @@ static int write_lines(rl_worker *w, rl_outq *q, const char *base, uint32_t from
     return 0;
 }
 
+static int named_by_connection(const rl_resp_head *h, const char *base, const char *name, uint32_t n)
+{
+    if (rl_http_conn_option_kept(name, n))
+        return 0;
+    for (uint32_t i = 0; i < h->nconn_opts; i++)
+        if (rl_http_conn_option(base + h->conn_opts[i][0], h->conn_opts[i][1], name, n))
+            return 1;
+    return 0;
+}
+
+/* The header lines base[from, tail) without the dropped ones and those the Connection options
+ * name (rare: a line by line pass, only then). */
+static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, const char *base, uint32_t from,
+                            uint32_t tail)
+{
+    uint32_t k = 0;
+    while (from < tail) {
+        const char *lf = memchr(base + from, '\n', tail - from);
+        uint32_t end = lf ? (uint32_t)(lf - base) + 1 : tail;
+        while (k < h->ndrop && h->drop[k][1] <= from)
+            k++;
+        int drop = k < h->ndrop && h->drop[k][0] <= from;
+        if (!drop) {
+            const char *colon = memchr(base + from, ':', end - from);
+            drop = colon && named_by_connection(h, base, base + from, (uint32_t)(colon - (base + from)));
+        }
+        if (!drop && write_lines(w, q, base, from, end))
+            return -1;
+        from = end;
+    }
+    return 0;
+}
+
 int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
                                 const rl_rule *r, int close)
 {
@@ -149,14 +188,21 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
         h->drop[h->ndrop - 1][1] = tail;
         h->drop_open = 0;
     }
-    uint32_t at = 0;
-    for (uint32_t i = 0; i < h->ndrop; i++) {
-        if (write_lines(w, q, base, at, h->drop[i][0]))
+    if (h->nconn_opts) {
+        const char *lf = memchr(base, '\n', tail);
+        uint32_t first = lf ? (uint32_t)(lf - base) + 1 : tail; /* after the status line */
+        if (write_lines(w, q, base, 0, first) || write_kept_lines(w, q, h, base, first, tail))
             return -1;
-        at = h->drop[i][1];
+    } else {
+        uint32_t at = 0;
+        for (uint32_t i = 0; i < h->ndrop; i++) {
+            if (write_lines(w, q, base, at, h->drop[i][0]))
+                return -1;
+            at = h->drop[i][1];
+        }
+        if (write_lines(w, q, base, at, tail))
+            return -1;
     }
-    if (write_lines(w, q, base, at, tail))
-        return -1;
     for (int op = RL_HDR_SET; r && op <= RL_HDR_ADD; op++)
         for (uint32_t i = 0; i < r->nresp_ops[op]; i++) {
             const rl_hdr *hd = &r->resp_ops[op][i];

@@ -239,3 +239,24 @@ def test_connection_keepalive_with_a_filter_is_rewritten(core, http_backend) -> 
         r = conn.request("GET", "/")
         assert r.status == 200 and r.body == b"ok"
         assert r.header_all("connection") == [] and r.header("server") is None and r.header("x-added") == "a1"
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_fields_named_by_connection_options_are_dropped(core, http_backend, filtered) -> None:
+    """RFC 9110 7.6.1: the fields an upstream's Connection header lists are hop-by-hop and do
+    not reach the client, wherever they stand in the head (before or after the Connection line,
+    next to lines a filter drops); Content-Length stays whatever is listed, so the body keeps its
+    framing and the connection stays usable."""
+    head = (b"HTTP/1.1 200 OK\r\nX-Before: 1\r\nServer: up\r\nConnection: x-before, X-After,content-length\r\n"
+            b"X-Public: ok\r\nConnection: keep-alive\r\nx-after: 2\r\nContent-Length: 2\r\n\r\nok")
+    be = http_backend(lambda req: raw_then_close(head))
+    port = free_port()
+    core(config([http_listener(port, rule("p", "b", filters=[FILTER] if filtered else []))],
+                [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        for target in ("/", "/again"):
+            r = conn.request("GET", target)
+            assert r.status == 200 and r.body == b"ok", r
+            assert r.header("x-before") is None and r.header("x-after") is None, r.headers
+            assert r.header_all("connection") == [] and r.header("x-public") == "ok", r.headers
+            assert r.header("server") == (None if filtered else "up"), r.headers

@@ -176,6 +176,24 @@ def test_hop_by_hop_headers_not_forwarded(core, http_backend) -> None:
     assert not names & {"keep-alive", "proxy-connection", "te"}, names
 
 
+def test_headers_named_by_connection_not_forwarded(core, http_backend) -> None:
+    """RFC 9110 7.6.1: the fields a Connection header lists are hop-by-hop too. Framing and Host
+    stay whatever it lists (dropping Content-Length would smuggle the body as a request), and the
+    proxy's own X-Forwarded-For is still written."""
+    be = http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("all", "h"))], [cluster("h", be.address)]))
+    with Conn(port) as conn:
+        r = conn.request("POST", "/", [("Connection", "keep-alive, X-Secret , content-length"),
+                                       ("Connection", "x-forwarded-for,HOST"), ("X-Secret", "1"),
+                                       ("X-Forwarded-For", "6.6.6.6"), ("X-Other", "2")], body=b"abc")
+        headers = {k.lower(): v for k, v in json.loads(r.body)["headers"]}
+        assert "x-secret" not in headers and "connection" not in headers, headers
+        assert headers["x-other"] == "2" and headers["content-length"] == "3" and headers["host"] == "test.local"
+        assert headers["x-forwarded-for"] == "127.0.0.1"  # the client's (named) chain dropped, ours written
+        assert conn.request("GET", "/").status == 200  # the body did not leak into a second request
+
+
 @pytest.mark.parametrize("prefix,replacement,path,expected", [
     ("/api", "/", "/api/users?x=1", "/users?x=1"),
     ("/api", "/", "/api", "/"),
