@@ -38,6 +38,8 @@ typedef struct ur_state {
     uint32_t nts, ts_next;
     struct ur_msg *msgs; /* gathered sends, one per SQ slot: the kernel copies them at submit */
     uint32_t msg_next;
+    int *closing; /* fds closed after the next submit: an SQE queued for one still names it */
+    uint32_t nclosing, closing_cap;
 } ur_state;
 
 static ur_state *st(rl_worker *w) { return w->eng_state; }
@@ -154,7 +156,7 @@ static int ur_init(rl_worker *w, char *err, size_t n)
         free(u);
         return rc;
     }
-    u->nts = w->core->opts.ring_entries;
+    u->nts = *u->ring.sq.kring_entries; /* the SQ size (setup rounds the option up) */
     u->ts = calloc(u->nts, sizeof(*u->ts));
     u->msgs = calloc(u->nts, sizeof(*u->msgs));
     if (!u->ts || !u->msgs) {
@@ -178,6 +180,9 @@ static void ur_fini(rl_worker *w)
     munmap(u->br, u->br_bytes);
     free(u->ts);
     free(u->msgs);
+    for (uint32_t i = 0; i < u->nclosing; i++)
+        close(u->closing[i]);
+    free(u->closing);
     free(u);
     w->eng_state = NULL;
 }
@@ -211,12 +216,30 @@ static void maybe_release(rl_worker *w, rl_sock *s)
     }
 }
 
+/* Closing at once would let a socket() of this turn reuse the number, and an SQE queued for the
+ * old socket (a send, the multishot accept) would then reach the new one at submit. */
+static void close_after_submit(ur_state *u, int fd)
+{
+    if (u->nclosing == u->closing_cap) {
+        uint32_t cap = u->closing_cap ? u->closing_cap * 2 : 64;
+        int *c = realloc(u->closing, cap * sizeof(*c));
+        if (!c) { /* out of memory: submit what is queued, then close */
+            io_uring_submit(&u->ring);
+            close(fd);
+            return;
+        }
+        u->closing = c;
+        u->closing_cap = cap;
+    }
+    u->closing[u->nclosing++] = fd;
+}
+
 static void ur_listen_stop(rl_worker *w, rl_sock *ls)
 {
     ls->flags |= RL_S_CLOSED;
     if (ls->inflight)
         cancel(w, ls, OP_ACCEPT);
-    close(ls->fd);
+    close_after_submit(st(w), ls->fd);
     maybe_release(w, ls);
 }
 
@@ -306,7 +329,7 @@ static void ur_close(rl_worker *w, rl_sock *s)
      * connect holds its own file reference and completes on its own (its timeout is linked). */
     if (s->flags & RL_S_SENDING)
         cancel(w, s, OP_SEND);
-    close(s->fd);
+    close_after_submit(st(w), s->fd);
     s->fd = -1;
     maybe_release(w, s);
 }
@@ -432,12 +455,15 @@ static int ur_run_once(rl_worker *w, int timeout_ms)
     }
     struct io_uring_cqe *cqe;
     struct __kernel_timespec ts = {.tv_sec = timeout_ms / 1000, .tv_nsec = (long long)(timeout_ms % 1000) * 1000000};
-    if (!rl_list_empty(&u->released))
+    if (!rl_list_empty(&u->released) || u->nclosing) /* no waiting: a peer waits for our FIN */
         ts.tv_sec = ts.tv_nsec = 0, timeout_ms = 0;
     w->totals.uring_submits += io_uring_sq_ready(&u->ring);
     w->totals.uring_enters++;
     io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, timeout_ms >= 0 ? &ts : NULL, NULL);
     w->now_ms = rl_now_ms();
+    for (uint32_t i = 0; i < u->nclosing; i++) /* submitted: the numbers are free to reuse */
+        close(u->closing[i]);
+    u->nclosing = 0;
     unsigned head, count = 0;
     io_uring_for_each_cqe(&u->ring, head, cqe) {
         dispatch(w, cqe);

@@ -96,7 +96,8 @@ void rl_resp_head_value_done(rl_resp_head *h, const char *base);
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r);
 /* The head base[0, end) into q without its dropped lines (and those its Connection options
  * name, RFC 9110 7.6.1), with r's set and add headers, and with
- * "Connection: close" when close; 0, -1 when out of buffers, -2 when the head has a bare CR. */
+ * "Connection: close" when close; 0, -1 when out of buffers, -2 when the head has a bare CR (or
+ * more Connection lines with options than conn_opts holds). */
 int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
                                 const rl_rule *r, int close);
 

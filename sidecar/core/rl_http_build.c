@@ -24,7 +24,8 @@ static int is_hop_by_hop(const char *b, rl_span n)
     return 0;
 }
 
-static int is_ows(char c) { return c == ' ' || c == '\t'; }
+/* Whitespace around list elements; CR and LF too, for a value folded over lines (obs-fold). */
+static int is_ows(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t n)
 {

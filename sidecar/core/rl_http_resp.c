@@ -86,7 +86,7 @@ void rl_resp_head_value(rl_resp_head *h, uint32_t off, uint32_t len)
         return;
     if (!h->value_len)
         h->value_off = off;
-    h->value_len += len; /* contiguous, as field names are */
+    h->value_len = off + len - h->value_off; /* to the end of the last piece (a folded value skips CRLF SP) */
 }
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
@@ -104,10 +104,13 @@ void rl_resp_head_value_done(rl_resp_head *h, const char *base)
         n--;
     if (n == 10 && strncasecmp(v, "keep-alive", 10) == 0)
         h->nconn_keepalive++;
-    else if (!(n == 5 && strncasecmp(v, "close", 5) == 0) && h->nconn_opts < RL_ARRAY_LEN(h->conn_opts)) {
-        h->conn_opts[h->nconn_opts][0] = (uint32_t)(v - base); /* options naming other fields */
-        h->conn_opts[h->nconn_opts][1] = n;
-        h->nconn_opts++;
+    else if (!(n == 5 && strncasecmp(v, "close", 5) == 0)) { /* options naming other fields */
+        if (h->nconn_opts < RL_ARRAY_LEN(h->conn_opts)) {
+            h->conn_opts[h->nconn_opts][0] = (uint32_t)(v - base);
+            h->conn_opts[h->nconn_opts][1] = n;
+        }
+        if (h->nconn_opts < UINT8_MAX)
+            h->nconn_opts++; /* more than the array holds: the head is refused (502) */
     }
 }
 
@@ -157,12 +160,19 @@ static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, con
                             uint32_t tail)
 {
     uint32_t k = 0;
+    int drop = 0;
     while (from < tail) {
         const char *lf = memchr(base + from, '\n', tail - from);
         uint32_t end = lf ? (uint32_t)(lf - base) + 1 : tail;
+        if (base[from] == ' ' || base[from] == '\t') { /* obs-fold: goes with the line it continues */
+            if (!drop && write_lines(w, q, base, from, end))
+                return -1;
+            from = end;
+            continue;
+        }
         while (k < h->ndrop && h->drop[k][1] <= from)
             k++;
-        int drop = k < h->ndrop && h->drop[k][0] <= from;
+        drop = k < h->ndrop && h->drop[k][0] <= from;
         if (!drop) {
             const char *colon = memchr(base + from, ':', end - from);
             drop = colon && named_by_connection(h, base, base + from, (uint32_t)(colon - (base + from)));
@@ -188,6 +198,8 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
         h->drop[h->ndrop - 1][1] = tail;
         h->drop_open = 0;
     }
+    if (h->nconn_opts > RL_ARRAY_LEN(h->conn_opts))
+        return -2; /* more Connection lines with options than any server sends */
     if (h->nconn_opts) {
         const char *lf = memchr(base, '\n', tail);
         uint32_t first = lf ? (uint32_t)(lf - base) + 1 : tail; /* after the status line */

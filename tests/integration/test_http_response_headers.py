@@ -260,3 +260,22 @@ def test_fields_named_by_connection_options_are_dropped(core, http_backend, filt
             assert r.header("x-before") is None and r.header("x-after") is None, r.headers
             assert r.header_all("connection") == [] and r.header("x-public") == "ok", r.headers
             assert r.header("server") == (None if filtered else "up"), r.headers
+
+
+def test_folded_lines_go_with_the_field_they_continue(core, http_backend) -> None:
+    """obs-fold (RFC 9112 5.2) in a response: a continuation line belongs to the field above it,
+    so it goes when that field goes (never glued to the line before), and a Connection value
+    folded over two lines names both fields."""
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Int: a\r\n secret\r\n"
+            b"Connection: x-int,\r\n x-two\r\nX-Two: 2\r\nX-Public: ok\r\nContent-Length: 2\r\n\r\nok")
+    be = http_backend(lambda req: raw_then_close(head))
+    port = free_port()
+    core(config([http_listener(port, rule("p", "b"))], [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"\r\n\r\n" not in conn.buf:
+            conn._fill()
+        raw = conn.buf.partition(b"\r\n\r\n")[0].lower()
+        assert raw.startswith(b"http/1.1 200") and b"x-public: ok" in raw, raw
+        assert b"secret" not in raw and b"x-int" not in raw and b"x-two" not in raw, raw
+        assert b"content-type: text/plain\r\n" in raw, raw
