@@ -155,7 +155,7 @@ static int named_by_connection(const rl_resp_head *h, const char *base, const ch
 }
 
 /* The header lines base[from, tail) without the dropped ones and those the Connection options
- * name (rare: a line by line pass, only then). */
+ * name; a continuation line (obs-fold) goes with the line it continues. */
 static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, const char *base, uint32_t from,
                             uint32_t tail)
 {
@@ -173,7 +173,7 @@ static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, con
         while (k < h->ndrop && h->drop[k][1] <= from)
             k++;
         drop = k < h->ndrop && h->drop[k][0] <= from;
-        if (!drop) {
+        if (!drop && h->nconn_opts) {
             const char *colon = memchr(base + from, ':', end - from);
             drop = colon && named_by_connection(h, base, base + from, (uint32_t)(colon - (base + from)));
         }
@@ -200,21 +200,10 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
     }
     if (h->nconn_opts > RL_ARRAY_LEN(h->conn_opts))
         return -2; /* more Connection lines with options than any server sends */
-    if (h->nconn_opts) {
-        const char *lf = memchr(base, '\n', tail);
-        uint32_t first = lf ? (uint32_t)(lf - base) + 1 : tail; /* after the status line */
-        if (write_lines(w, q, base, 0, first) || write_kept_lines(w, q, h, base, first, tail))
-            return -1;
-    } else {
-        uint32_t at = 0;
-        for (uint32_t i = 0; i < h->ndrop; i++) {
-            if (write_lines(w, q, base, at, h->drop[i][0]))
-                return -1;
-            at = h->drop[i][1];
-        }
-        if (write_lines(w, q, base, at, tail))
-            return -1;
-    }
+    const char *lf = memchr(base, '\n', tail);
+    uint32_t first = lf ? (uint32_t)(lf - base) + 1 : tail; /* after the status line */
+    if (write_lines(w, q, base, 0, first) || write_kept_lines(w, q, h, base, first, tail))
+        return -1;
     for (int op = RL_HDR_SET; r && op <= RL_HDR_ADD; op++)
         for (uint32_t i = 0; i < r->nresp_ops[op]; i++) {
             const rl_hdr *hd = &r->resp_ops[op][i];
