@@ -25,6 +25,9 @@ E2E = Path(__file__).resolve().parent
 UP = E2E / "cluster" / "up.sh"
 DOWN = E2E / "cluster" / "down.sh"
 STATE = Path(os.environ.get("RINGLANE_CLUSTER_DIR", "/tmp/ringlane-cluster"))
+# Every namespace an e2e test creates carries this label, so a session can clear what an
+# earlier one left behind.
+E2E_NS_LABEL = "ringlane.io/e2e=true"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,8 +128,10 @@ def cluster() -> Iterator[Cluster]:
         c = Cluster(kubeconfig=kubeconfig, state_dir=STATE, up_output=p.stdout,
                     kubectl_bin=_tool_path(p.stdout, "kubectl"), helm_bin=_tool_path(p.stdout, "helm"))
         print(f"\ncluster up in {time.monotonic() - start:.1f}s")
-        # A `make demo` left running holds the node's only exclusive CPU with its pinned sidecar.
-        c.kubectl("delete", "namespace", "-l", "ringlane.io/demo=true", "--wait=true", timeout=240)
+        # A `make demo` left running, or an earlier session kept with RINGLANE_E2E_KEEP=1, holds
+        # the node's only exclusive CPU with its pinned sidecar: start from no test namespaces.
+        for label in ("ringlane.io/demo=true", E2E_NS_LABEL):
+            c.kubectl("delete", "namespace", "-l", label, "--wait=true", timeout=240)
         yield c
     finally:
         if os.environ.get("RINGLANE_E2E_KEEP") == "1":

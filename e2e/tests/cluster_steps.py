@@ -36,7 +36,7 @@ def pod_of(c: Any, selector: str) -> dict[str, Any]:
 def deploy_app(c: Any) -> dict[str, Any]:
     """Label the namespace, deploy backends and the app, apply the ProxyRoute; the app pod."""
     c.kubectl("create", "namespace", NS, check=False)
-    c.kubectl("label", "namespace", NS, "ringlane.io/injection=enabled", "--overwrite")
+    c.kubectl("label", "namespace", NS, "ringlane.io/injection=enabled", "ringlane.io/e2e=true", "--overwrite")
     c.apply([echo_deployment(NS, "api", 3, {"app": "api"}), service(NS, "api", {"app": "api"}),
              echo_deployment(NS, "api-canary", 1, {"app": "api-canary"}),
              service(NS, "api-canary", {"app": "api-canary"}),

@@ -91,7 +91,7 @@ def mutating_webhook(name: str, client_config: dict, ca: bytes, ns_label: str) -
 def namespace(cluster, name: str, labels: dict | None = None) -> None:
     # A namespace left Terminating by an earlier run cannot take new objects: wait it out.
     cluster.kubectl("wait", "--for=delete", f"namespace/{name}", "--timeout=120s", check=False, timeout=135)
-    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {**(labels or {}), "ringlane.io/e2e": "true"}}})
     # Pods need the namespace's default ServiceAccount (made by the controller-manager).
     for _ in range(60):
         if cluster.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode == 0:

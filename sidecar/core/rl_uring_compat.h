@@ -7,14 +7,17 @@
 
 #ifndef IORING_SETUP_NO_SQARRAY
 #define IORING_SETUP_NO_SQARRAY (1U << 16)
-
-struct io_uring;
-struct io_uring_restriction;
-/* Debian's liburing.so 2.3 does not export these two (only its .a does): raw syscalls. */
-int rl_uring_register_restrictions(struct io_uring *ring, struct io_uring_restriction *res, unsigned n);
-int rl_uring_enable_rings(struct io_uring *ring);
-
 #endif
+
+/* Kernel 6.12: a minimum batch wait (io_uring_getevents_arg.pad became min_wait_usec). */
+#define RL_IORING_FEAT_MIN_TIMEOUT (1U << 15)
+
+typedef struct rl_uring_getevents_arg {
+    uint64_t sigmask;
+    uint32_t sigmask_sz;
+    uint32_t min_wait_usec;
+    uint64_t ts;
+} rl_uring_getevents_arg;
 
 #define RL_IORING_REGISTER_QUERY 35
 #define RL_IORING_REGISTER_BPF_FILTER 37
