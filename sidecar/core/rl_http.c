@@ -5,7 +5,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -972,9 +971,7 @@ void rl_http_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
         else
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->ip, sizeof(c->ip));
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (w->eng->attach(w, &c->sock)) {
+    if (w->eng->attach(w, &c->sock)) { /* TCP_NODELAY comes from the listener */
         client_close(w, c);
         return;
     }

@@ -220,8 +220,7 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     r->ep = ep;
     r->lb = (uint8_t)rl_lb_begin(w, cl, &ep->addr, ep->addrlen);
     int one = 1;
-    setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fd has it from the listener */
     w->eng->connect(w, &r->side[1].sock, (const struct sockaddr *)&ep->addr, ep->addrlen, cl->connect_timeout_ms);
     /* The engine-independent backstop (io_uring also links its own timeout). */
     rl_timer_set(&w->wheel, &r->connect_timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);

@@ -3,6 +3,7 @@ with the agent tests), a raw HTTP/1.1 client that parses responses byte-exactly,
 builders for core configs."""
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from typing import Iterable
@@ -26,6 +27,23 @@ from ringlane_sidecar.config.model import (
     UrlRewrite,
 )
 from polling import free_port, port_open, wait_for  # noqa: F401 -- re-exported for the tests
+
+
+def accepted_nodelay(client: socket.socket) -> int:
+    """TCP_NODELAY of the proxy's side of client's connection. The core runs in this process, so
+    that socket is one of our descriptors: the one whose peer is client's local address."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=os.dup(int(name)))
+        except OSError:
+            continue  # not a socket, or closed meanwhile
+        with s:
+            try:
+                if s.type == socket.SOCK_STREAM and s.getpeername() == client.getsockname():
+                    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            except OSError:
+                continue  # unconnected, listening or not TCP
+    raise AssertionError(f"no socket of this process is connected to {client.getsockname()}")
 
 
 # ---- a raw HTTP/1.1 client ----

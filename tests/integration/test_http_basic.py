@@ -12,7 +12,7 @@ import threading
 import pytest
 
 from .backends import Reply, digest_app, headers_app, reset
-from .helpers import (Closed, Conn, Timeouts, build_request, cluster, config, free_port, get, http_listener,
+from .helpers import (Closed, Conn, accepted_nodelay, Timeouts, build_request, cluster, config, free_port, get, http_listener,
                       nginx_echo, rule, wait_for)
 
 pytestmark = pytest.mark.timeout(30)
@@ -159,6 +159,15 @@ def test_timeout_while_the_client_does_not_read_frees_the_connection(core, nginx
         conn.send(b"".join(build_request("GET", "/big.bin", (), None, "test.local") for _ in range(8)))
         wait_for(lambda: sum(t.conns_active for t in c.totals()) == 0, 10,
                  "the stalled connection to be released")
+
+
+def test_accepted_connections_send_without_nagle(core, nginx) -> None:
+    """TCP_NODELAY, set once on the listeners and inherited by accepted connections."""
+    port = free_port()
+    core(nginx_cfg(port, nginx))
+    with Conn(port) as conn:
+        assert conn.request("GET", "/").status == 200
+        assert accepted_nodelay(conn.sock) == 1
 
 
 def test_head_request(core, nginx) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from .backends import echo_handler, recv_all, reset, sha_sink_handler
-from .helpers import cluster, config, free_port, tcp_listener, wait_for
+from .helpers import accepted_nodelay, cluster, config, free_port, tcp_listener, wait_for
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -39,6 +39,18 @@ def test_echo_round_trip(core, tcp_server) -> None:
                      "the relay connection to be counted closed")
     assert stats["conns_opened"] == 1
     assert c.cluster_stats()["up"]["connections_opened"] == 1
+
+
+def test_accepted_connections_send_without_nagle(core, tcp_server) -> None:
+    """TCP_NODELAY (set once on the listeners, inherited by what they accept): a relay must not
+    hold a small write back waiting for the previous one's ACK."""
+    srv = tcp_server(echo_handler)
+    port = free_port()
+    core(relay_cfg(port, srv.address))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"x")
+        assert s.recv(1) == b"x"
+        assert accepted_nodelay(s) == 1
 
 
 GIB = 1 << 30
