@@ -43,6 +43,9 @@ struct rl_http_client {
     uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
     uint8_t too_large; /* the body grew past the limit */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
+    uint8_t stall_guard; /* the timer only watches a client that stopped reading (no deadline set) */
+    uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
+    uint32_t sends, sends_seen; /* sends the client took; the count when a quiet timer was armed */
     char ip[INET6_ADDRSTRLEN];
 };
 
@@ -103,6 +106,7 @@ static void on_released(rl_worker *w, rl_sock *s)
 static void on_timer(rl_worker *w, rl_timer *t);
 
 static void arm(rl_worker *w, rl_http_client *c, uint32_t ms);
+static void arm_quiet(rl_worker *w, rl_http_client *c, int stall_guard);
 
 /* The last response is out. Closing while the client still sends a body would make the kernel
  * answer its unread bytes with a reset, which can destroy the response before the client reads
@@ -125,14 +129,27 @@ static void close_when_flushed(rl_worker *w, rl_http_client *c)
     w->eng->recv_stop(w, &c->sock);
     if (!c->out.count && !(c->sock.flags & RL_S_SENDING))
         flushed_close(w, c);
+    else
+        arm_quiet(w, c, 0); /* a client that never reads the rest must not hold on forever */
 }
 
 static void arm(rl_worker *w, rl_http_client *c, uint32_t ms)
 {
+    c->stall_guard = 0;
     if (ms)
         rl_timer_set(&w->wheel, &c->timer, w->now_ms + ms, on_timer);
     else
         rl_timer_cancel(&w->wheel, &c->timer);
+}
+
+/* Idle, flush and stall timers measure the client's silence: while it takes the bytes owed to
+ * it they move on (on_timer), so a slow reader is never cut for being slow, and one that stopped
+ * reading is cut after the idle timeout. */
+static void arm_quiet(rl_worker *w, rl_http_client *c, int stall_guard)
+{
+    arm(w, c, cfg_of(c)->idle_timeout_ms);
+    c->stall_guard = (uint8_t)stall_guard;
+    c->sends_seen = c->sends;
 }
 
 /* ---- responses ---- */
@@ -176,30 +193,40 @@ static void finish_request(rl_worker *w, rl_http_client *c)
 {
     adopt_newest_cfg(w, c);
     rl_outq_clear(w, &c->retry);
+    int refused_upgrade = c->upgrade; /* answered without a 101: the connection stays HTTP/1.1 */
     c->rule = NULL;
     c->ep = c->avoid = NULL;
     c->status = 0;
     c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = 0;
-    if (!c->keepalive || w->draining || (c->client_eof && !c->in.count))
+    /* Requests still to come: received and unparsed, or in the hands of a replay below (a
+     * response the proxy makes itself finishes a request from inside the replay). */
+    uint32_t unanswered = c->in.count + c->replaying;
+    if (!c->keepalive || w->draining || (c->client_eof && !unanswered))
         return close_when_flushed(w, c);
     c->state = C_IDLE;
-    arm(w, c, cfg_of(c)->idle_timeout_ms);
-    /* llhttp paused at the end of the message: continue with the next one. */
-    llhttp_resume(&c->parser);
+    arm_quiet(w, c, 0);
+    /* llhttp paused at the end of the message: continue with the next one. After an upgrade
+     * it would stop again at the upgrade itself, so it starts afresh. */
+    if (refused_upgrade)
+        llhttp_reset(&c->parser);
+    else
+        llhttp_resume(&c->parser);
     /* Replay what arrived while this request was being served, in order. */
     rl_outq pending = c->in;
     memset(&c->in, 0, sizeof(c->in));
+    c->replaying += pending.count;
     for (uint16_t i = 0; i < pending.count; i++) {
         rl_slice s = pending.s[(pending.head + i) % pending.cap];
         if (c->closed || c->state == C_WAIT || c->state == C_TUNNEL)
             rl_outq_push(w, &c->in, s.bid, s.off, s.len); /* still waiting: keep order */
         else
-            feed(w, c, s.bid, s.off, s.len);
+            feed(w, c, s.bid, s.off, s.len); /* counted until fed: it may hold more requests */
+        c->replaying--;
     }
     free(pending.s);
     if (c->closed || c->close_after || c->state == C_WAIT || c->state == C_TUNNEL)
         return;
-    if (c->client_eof) /* the client sent FIN after pipelined requests: all answered */
+    if (c->client_eof && !c->replaying) /* the client sent FIN after pipelined requests: all answered */
         return close_when_flushed(w, c);
     w->eng->recv_start(w, &c->sock);
 }
@@ -286,11 +313,14 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
         }
         c->head->base = data;
     } else if (c->headbuf) {
-        /* The head spans receives: it continues in our own copy. */
-        if (c->headbuf_len + len > cfg->max_header_bytes) {
+        /* The head spans receives: it continues in our own copy, up to the limit (what follows
+         * the head in this receive is body or the next request: parsing stops at the head's end). */
+        if (c->headbuf_len >= cfg->max_header_bytes) {
             respond_error(w, c, 431);
             return len;
         }
+        if (len > cfg->max_header_bytes - c->headbuf_len)
+            len = cfg->max_header_bytes - c->headbuf_len;
         if (c->headbuf_len + len > c->headbuf_cap) {
             uint32_t cap = c->headbuf_cap * 2 > c->headbuf_len + len ? c->headbuf_cap * 2 : c->headbuf_len + len;
             char *nb = realloc(c->headbuf, cap);
@@ -363,9 +393,7 @@ static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         used = (uint32_t)(llhttp_get_error_pos(&c->parser) - data);
         c->req_done = 1;
-        c->state = c->upgrade ? C_TUNNEL : C_WAIT;
-        if (err == HPE_PAUSED_UPGRADE)
-            c->state = C_WAIT; /* tunnel bytes wait for the 101 */
+        c->state = C_WAIT; /* an upgrade too: the tunnel opens on the upstream's 101 (start_tunnel) */
     } else if (err != HPE_OK) {
         /* Past the limit mid-stream: 413 if no response byte went out yet (else a cut); either
          * way the upstream connection, holding part of a body, is closed, not pooled. */
@@ -385,8 +413,6 @@ static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32
     }
     if (c->req_done && c->status) /* an error response already went out: now finish */
         finish_request(w, c);
-    else if (c->state == C_WAIT && !c->upgrade)
-        c->state = C_WAIT;
     return used;
 }
 
@@ -480,10 +506,12 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
     uint64_t deadline = bt ? w->now_ms + bt : 0;
     if (c->req_deadline && (!deadline || c->req_deadline < deadline))
         deadline = c->req_deadline;
-    if (deadline)
+    if (deadline) {
+        c->stall_guard = 0;
         rl_timer_set(&w->wheel, &c->timer, deadline, on_timer);
-    else
-        arm(w, c, 0);
+    } else {
+        arm_quiet(w, c, 1); /* no timeout configured: only a client that stops reading is cut */
+    }
 }
 
 static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status, int fail_status)
@@ -499,6 +527,7 @@ static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status,
     if (!backoff)
         return start_attempt(w, c);
     c->retry_wait = 1;
+    c->stall_guard = 0;
     rl_timer_set(&w->wheel, &c->timer, w->now_ms + backoff, on_timer);
 }
 
@@ -507,10 +536,17 @@ static void on_timer(rl_worker *w, rl_timer *t)
     rl_http_client *c = rl_container_of(t, rl_http_client, timer);
     if (c->retry_wait)
         return start_attempt(w, c);
+    if (c->state == C_IDLE || c->close_after || c->stall_guard) {
+        int owed = c->out.count || (c->sock.flags & RL_S_SENDING);
+        /* Still taking what it is owed; or, with no timeout configured, waiting on a response
+         * the upstream has not produced yet: wait on. */
+        if ((owed && c->sends != c->sends_seen) || (!owed && c->stall_guard))
+            return arm_quiet(w, c, c->stall_guard);
+        return client_close(w, c); /* idle, or owed bytes it has not read for a whole timeout */
+    }
     switch (c->state) {
-    case C_IDLE:
     case C_LINGER:
-        return client_close(w, c); /* idle keep-alive timeout, or the client kept sending */
+        return client_close(w, c); /* the client kept sending */
     case C_HEAD:
         c->keepalive = 0; /* slow head (slowloris): answer 408 and cut */
         return respond_error(w, c, 408);
@@ -869,6 +905,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     if (res < 0)
         return client_close(w, c);
     rl_worker_lstats(w, c->lc->slot)->tx_bytes += (uint32_t)res;
+    c->sends += res > 0;
     rl_outq_sent(w, &c->out, (uint32_t)res);
     rl_outq_kick(w, s, &c->out);
     if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))

@@ -52,6 +52,7 @@ void rl_wheel_expire(rl_wheel *wh, rl_worker *w, uint64_t now_ms)
     uint64_t now_tick = now_ms / RL_TICK_MS;
     rl_list due;
     rl_list_init(&due);
+    uint32_t ndue = 0; /* on `due`, still counted in armed: a callback may cancel or re-set them */
     for (; wh->tick < now_tick; ) {
         wh->tick++;
         uint32_t slot = (uint32_t)(wh->tick % RL_WHEEL_SLOTS);
@@ -61,17 +62,18 @@ void rl_wheel_expire(rl_wheel *wh, rl_worker *w, uint64_t now_ms)
             rl_timer *t = rl_container_of(n, rl_timer, node);
             if (t->deadline_ms <= now_ms) {
                 rl_list_unlink(n);
-                wh->armed--;
                 rl_list_push_back(&due, n);
+                ndue++;
             }
         }
         mark(wh, slot, !rl_list_empty(head));
-        if (!wh->armed)
-            wh->tick = now_tick; /* nothing left: skip the empty turn */
+        if (wh->armed == ndue)
+            wh->tick = now_tick; /* nothing left in the wheel: skip the empty turn */
     }
-    /* Fire after the walk: a callback may arm or cancel other timers. */
+    /* Fire after the walk: a callback may arm or cancel other timers, those on `due` too. */
     for (rl_list *n; (n = rl_list_pop_front(&due));) {
         rl_timer *t = rl_container_of(n, rl_timer, node);
+        wh->armed--;
         t->fn(w, t);
     }
 }

@@ -269,6 +269,28 @@ def test_pipelined_then_half_close(core, http_backend) -> None:
         assert got == [f"/p/{i}" for i in range(5)]
 
 
+def test_pipelined_local_404_then_half_close(core, http_backend) -> None:
+    """Like the test above, with a request the proxy answers itself (404, no route) in the
+    middle: the requests after it are still answered before the FIN closes the connection."""
+    be = http_backend(lambda req: Reply(200, req.target.encode()))
+    port = free_port()
+    core(config([http_listener(port, rule("a", "b", exact="/a"), rule("ok", "b", exact="/ok"))],
+                [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        conn.send(b"".join(build_request("GET", p) for p in ("/a", "/nope", "/ok")))
+        conn.sock.shutdown(socket.SHUT_WR)
+        got = []
+        try:
+            for _ in range(3):
+                r = conn.read_response()
+                got.append((r.status, r.text if r.status == 200 else ""))
+        except Closed:
+            pass
+        assert got == [(200, "/a"), (404, ""), (200, "/ok")]
+        assert conn.read_to_close() == b""
+
+
 def test_client_reset_mid_request_frees_everything(core, http_backend) -> None:
     """The client resets its connection while its request waits on the backend: the proxy
     releases the client at once and closes the upstream connection (it cannot be pooled

@@ -2,7 +2,9 @@
 plus retries. After every hostile exchange the proxy must still serve a normal request."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
 import time
 
@@ -10,7 +12,7 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits, Retry, Timeouts
 
-from .backends import Flaky, Reply, headers_app, raw_then_close, reset_action, stall_forever
+from .backends import Flaky, Reply, digest_app, headers_app, raw_then_close, reset_action, stall_forever
 from .helpers import Closed, Conn, wait_codes, cluster, config, free_port, get, http_listener, nginx_echo, rule, wait_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -117,6 +119,25 @@ def test_oversized_header_block_431(core, http_backend, size) -> None:
         r = conn.request("GET", "/", [("X-Big", "b" * (limit - 200))])
         assert r.status == 200
         assert json.loads(r.body)["headers"][1] == ["X-Big", "b" * (limit - 200)]
+
+
+def test_head_split_across_receives_with_a_body_behind_it_is_not_431(core, http_backend) -> None:
+    """A 5 KiB head in two segments under an 8 KiB limit, the second followed by a 12 KiB body:
+    only head bytes count against the limit (the body used to be counted with them)."""
+    be = http_backend(digest_app)
+    port = free_port()
+    core(config([http_listener(port, rule("all", "d"))], [cluster("d", be.address)],
+                limits=Limits(max_request_header_bytes=8192, request_header_timeout="5s")))
+    body = os.urandom(12 << 10)
+    head = (f"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+            f"X-Pad: {'p' * 5000}\r\n\r\n").encode()
+    with Conn(port) as conn:
+        conn.send(head[:3000])
+        time.sleep(0.2)  # makes the proxy receive the head in two parts (the case under test)
+        conn.send(head[3000:] + body)
+        r = conn.read_response()
+        assert r.status == 200, r
+        assert r.text.split() == [str(len(body)), hashlib.sha256(body).hexdigest(), "length"]
 
 
 def test_oversized_header_block_trickled_431(core, nginx) -> None:

@@ -90,6 +90,25 @@ def test_backend_closes_tunnel(core, http_backend) -> None:
         assert conn.read_to_close() == b"bye"
 
 
+def test_after_a_refused_upgrade_requests_are_routed_again(core, http_backend) -> None:
+    """The upgrade goes to one backend, which answers 200: the next request on the connection
+    is parsed and routed by the rules (to the other backend, with the rule's header), not piped
+    to the first one."""
+    ws = http_backend(lambda req: Reply(200, b"no tunnel\n"))
+    web = http_backend(lambda req: Reply(200, req.header("x-route").encode()))
+    port = free_port()
+    core(config([http_listener(port, rule("ws", "ws", exact="/ws"), rule("web", "web", tag=True))],
+                [cluster("ws", ws.address), cluster("web", web.address)]))
+    with Conn(port) as conn:
+        conn.send(UPGRADE)
+        assert conn.read_response().body == b"no tunnel\n"
+        r = conn.request("GET", "/page")
+        assert (r.status, r.body) == (200, b"web")
+    assert [q.target for q in ws.requests] == ["/ws"]
+    assert [q.target for q in web.requests] == ["/page"]
+    assert web.requests[0].header("x-forwarded-for") == "127.0.0.1"
+
+
 def test_refused_upgrade_stays_http(core, http_backend) -> None:
     """A backend that answers the upgrade with a plain 200 keeps the connection in HTTP."""
     be = http_backend(lambda req: Reply(200, b"no tunnel for you\n"))

@@ -1,0 +1,83 @@
+"""Clients that read slowly or stop reading. The idle timeout measures a client's silence: a
+client still taking the bytes it is owed is never cut, one that stopped reading is cut after the
+idle timeout (with no rule timeouts configured too), so it cannot hold buffers for good."""
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+
+import pytest
+
+from ringlane_sidecar.config.model import Limits
+
+from .backends import Reader, Reply
+from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
+
+pytestmark = pytest.mark.timeout(40)
+
+IDLE = Limits(request_header_timeout="1s", idle_timeout="1s")
+
+
+def endless(conn: socket.socket, r: Reader) -> None:
+    """A response far larger than every buffer on the way: the proxy must pause the upstream."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+    chunk = b"x" * (1 << 16)
+    try:
+        while True:
+            conn.sendall(chunk)
+    except OSError:
+        pass  # the proxy closed the upstream connection
+
+
+def active(c) -> int:  # type: ignore[no-untyped-def]
+    return sum(t.conns_active for t in c.totals())
+
+
+def test_client_that_stops_reading_is_cut_without_rule_timeouts(core, http_backend) -> None:
+    """No request timeout is configured; the client reads nothing of an endless response."""
+    be = http_backend(lambda req: endless)
+    port = free_port()
+    c = core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)], limits=IDLE))
+    with Conn(port, rcvbuf=4096) as conn:
+        conn.send(build_request("GET", "/endless"))
+        wait_for(lambda: be.count == 1, 5, "the request to reach the backend")
+        wait_for(lambda: active(c) == 0, 15, "the stalled client to be cut")
+
+
+def test_connection_close_response_to_a_client_that_stops_reading(core, http_backend) -> None:
+    """Connection: close and a response larger than the socket buffers, never read: the
+    connection is flushing its last response, and is cut once the client has been silent for
+    the idle timeout (before, no timer ran in that state)."""
+    be = http_backend(lambda req: Reply(200, b"x" * (8 << 20)))
+    port = free_port()
+    c = core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)], limits=IDLE))
+    with Conn(port, rcvbuf=4096) as conn:
+        conn.send(build_request("GET", "/big", [("Connection", "close")]))
+        wait_for(lambda: be.count == 1, 5, "the request to reach the backend")
+        wait_for(lambda: active(c) == 0, 15, "the silent client to be cut")
+
+
+def test_slow_reader_outlasting_the_idle_timeout_gets_everything(core, http_backend) -> None:
+    """A 160 KiB response with Connection: close, read at about 50 KiB/s through a 4 KiB window,
+    1 s idle timeout: the proxy has the whole response from the backend long before the client
+    has read it (the flush timer starts then), but the client keeps reading, so it is not cut
+    and the body arrives whole."""
+    body = bytes(range(256)) * (160 << 2)
+    be = http_backend(lambda req: Reply(200, body))
+    port = free_port()
+    core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)], limits=IDLE))
+    with Conn(port, rcvbuf=4096, timeout=10) as conn:
+        conn.send(build_request("GET", "/big", [("Connection", "close")]))
+        status, _, _, _ = conn.read_head()
+        assert status == 200
+        got = bytearray(conn.buf)
+        conn.buf = b""
+        started = time.monotonic()
+        while len(got) < len(body):
+            time.sleep(0.08)  # the slow reader under test
+            chunk = conn.sock.recv(4096)
+            assert chunk, f"cut after {len(got)} of {len(body)} bytes, {time.monotonic() - started:.1f} s in"
+            got += chunk
+        assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+        assert time.monotonic() - started > 2, "the read was not slower than the idle timeout: not a test"
