@@ -16,6 +16,7 @@
 typedef struct ep_state {
     int epfd;
     rl_list pending;
+    rl_list starved; /* sockets with data to read and no free receive buffer */
     struct epoll_event evs[MAX_EVENTS];
 } ep_state;
 
@@ -37,6 +38,7 @@ static int ep_init(rl_worker *w, char *err, size_t n)
         return -ENOMEM;
     }
     rl_list_init(&e->pending);
+    rl_list_init(&e->starved);
     e->epfd = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     if (e->epfd < 0 || epoll_ctl(e->epfd, EPOLL_CTL_ADD, w->wake_fd, &ev)) {
@@ -131,6 +133,10 @@ static void ep_connect(rl_worker *w, rl_sock *s, const struct sockaddr *sa, sock
 static void ep_close(rl_worker *w, rl_sock *s)
 {
     s->flags |= RL_S_CLOSED;
+    if (s->flags & RL_S_STARVED) { /* off the starved list, to be released */
+        rl_list_unlink(&s->pending);
+        s->flags &= (uint16_t)~RL_S_STARVED;
+    }
     close(s->fd); /* also leaves the epoll set */
     s->fd = -1;
     push_pending(w, s);
@@ -139,6 +145,12 @@ static void ep_close(rl_worker *w, rl_sock *s)
 static void ep_buf_recycle(rl_worker *w, uint16_t bid)
 {
     w->bufs.rx_free[w->bufs.nrx_free++] = bid;
+    /* A buffer is back: sockets starved of one read again next turn. */
+    for (rl_list *n; (n = rl_list_pop_front(&st(w)->starved));) {
+        rl_sock *s = rl_container_of(n, rl_sock, pending);
+        s->flags &= (uint16_t)~RL_S_STARVED;
+        push_pending(w, s);
+    }
 }
 
 static void do_reads(rl_worker *w, rl_sock *s)
@@ -148,8 +160,12 @@ static void do_reads(rl_worker *w, rl_sock *s)
             (RL_S_RECV_ON | RL_S_READABLE))
             return;
         if (!w->bufs.nrx_free) {
+            /* Waits for a buffer (ep_buf_recycle), not on the pending list: that would spin. */
             w->totals.uring_buf_exhausted++;
-            push_pending(w, s); /* retried next turn, after buffers come back */
+            if (!(s->flags & (RL_S_STARVED | RL_S_PENDING))) {
+                s->flags |= RL_S_STARVED;
+                rl_list_push_back(&st(w)->starved, &s->pending);
+            }
             return;
         }
         uint16_t bid = w->bufs.rx_free[--w->bufs.nrx_free];
@@ -212,6 +228,13 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
     do_reads(w, s);
 }
 
+static void resume_accept(rl_worker *w, rl_timer *t)
+{
+    rl_listener *l = rl_container_of(t, rl_listener, backoff);
+    if (!(l->sock.flags & RL_S_CLOSED))
+        ep_listen_start(w, &l->sock);
+}
+
 static void on_listener_event(rl_worker *w, rl_sock *ls)
 {
     if (ls->flags & RL_S_CLOSED)
@@ -222,6 +245,12 @@ static void on_listener_event(rl_worker *w, rl_sock *ls)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* EMFILE, ENFILE, ENOMEM...: the connection stays queued and the listener would
+                 * report it again at once, forever. Stop watching it for a while. */
+                epoll_ctl(st(w)->epfd, EPOLL_CTL_DEL, ls->fd, NULL);
+                rl_timer_set(&w->wheel, &l->backoff, w->now_ms + RL_ACCEPT_BACKOFF_MS, resume_accept);
+            }
             return;
         }
         rl_worker_on_accept(w, l, fd);

@@ -201,6 +201,13 @@ static int ur_listen_start(rl_worker *w, rl_sock *ls)
     return 0;
 }
 
+static void resume_accept(rl_worker *w, rl_timer *t)
+{
+    rl_listener *l = rl_container_of(t, rl_listener, backoff);
+    if (!(l->sock.flags & RL_S_CLOSED))
+        arm_accept(w, &l->sock);
+}
+
 static void cancel(rl_worker *w, rl_sock *s, unsigned op)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
@@ -321,6 +328,10 @@ static void ur_connect(rl_worker *w, rl_sock *s, const struct sockaddr *sa, sock
 static void ur_close(rl_worker *w, rl_sock *s)
 {
     s->flags |= RL_S_CLOSED;
+    if (s->flags & RL_S_STARVED) { /* off the starved list, so that it can be released */
+        rl_list_unlink(&s->pending);
+        s->flags &= (uint16_t)~RL_S_STARVED;
+    }
     if ((s->flags & RL_S_RECV_ARMED) && !(s->flags & RL_S_CANCELING)) {
         s->flags |= RL_S_CANCELING;
         cancel(w, s, OP_RECV);
@@ -360,8 +371,8 @@ static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
         return maybe_release(w, s);
     if (cqe->res == -ENOBUFS) {
         w->totals.uring_buf_exhausted++;
-        if (!(s->flags & RL_S_PENDING)) {
-            s->flags |= RL_S_PENDING;
+        if (!(s->flags & RL_S_STARVED)) {
+            s->flags |= RL_S_STARVED;
             rl_list_push_back(&st(w)->starved, &s->pending);
         }
         return;
@@ -408,6 +419,9 @@ static void dispatch(rl_worker *w, struct io_uring_cqe *cqe)
             s->inflight--;
             if (s->flags & RL_S_CLOSED)
                 maybe_release(w, s);
+            else if (cqe->res < 0 && cqe->res != -ECANCELED) /* EMFILE, ENOMEM...: pause */
+                rl_timer_set(&w->wheel, &rl_container_of(s, rl_listener, sock)->backoff,
+                             w->now_ms + RL_ACCEPT_BACKOFF_MS, resume_accept);
             else
                 arm_accept(w, s);
         }
@@ -448,7 +462,7 @@ static int ur_run_once(rl_worker *w, int timeout_ms)
         /* Buffers are back: sockets starved of them may receive again. */
         for (rl_list *n; (n = rl_list_pop_front(&u->starved));) {
             rl_sock *s = rl_container_of(n, rl_sock, pending);
-            s->flags &= (uint16_t)~RL_S_PENDING;
+            s->flags &= (uint16_t)~RL_S_STARVED;
             if ((s->flags & RL_S_RECV_ON) && !(s->flags & (RL_S_RECV_ARMED | RL_S_CLOSED | RL_S_RD_DONE)))
                 arm_recv(w, s);
         }

@@ -13,6 +13,7 @@
 #include "rl_util.h"
 
 #define RL_SEND_IOV_MAX 8 /* queued slices one send may carry */
+#define RL_ACCEPT_BACKOFF_MS 100 /* accept paused this long after EMFILE, ENFILE, ENOMEM... */
 
 typedef struct rl_worker rl_worker;
 typedef struct rl_sock rl_sock;
@@ -39,6 +40,7 @@ enum {
     RL_S_PENDING = 1u << 8,   /* epoll: on the completion list */
     RL_S_CANCELING = 1u << 9, /* io_uring: cancel of the recv submitted */
     RL_S_HUP_SEEN = 1u << 10, /* epoll: the peer's FIN (or an error) was reported: read to the end */
+    RL_S_STARVED = 1u << 11,  /* waits for receive buffers on the engine's starved list (the pending node) */
 };
 
 struct rl_sock {

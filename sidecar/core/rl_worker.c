@@ -88,6 +88,7 @@ static rl_listener *find_listener(rl_worker *w, int fd)
 static void close_listener(rl_worker *w, rl_listener *l)
 {
     rl_list_unlink(&l->node);
+    rl_timer_cancel(&w->wheel, &l->backoff);
     w->eng->listen_stop(w, &l->sock); /* the engine frees l once nothing refers to it */
 }
 

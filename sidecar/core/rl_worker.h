@@ -30,6 +30,7 @@ typedef struct rl_listener {
     rl_list node;
     rl_listen_group *group;
     uint32_t cfg_index; /* index in the current config's listeners */
+    rl_timer backoff;   /* accepting paused: the process ran out of descriptors or memory */
 } rl_listener;
 
 /* Idle upstream connections of one cluster (by stats slot), most recently used first. */

@@ -36,6 +36,8 @@ class WorkerTotals:
     loop_turns: int
     config_generation: int
     conns_active: int
+    upstream_conns_active: int
+    upstream_conns_idle: int
 
 
 class Core:
@@ -97,7 +99,8 @@ class Core:
         for i in self.workers():
             lib.rl_core_read_totals(self._core, i, out)
             yield WorkerTotals(out.uring_submits, out.uring_enters, out.uring_buf_exhausted,
-                               out.epoll_waits, out.loop_turns, out.config_generation, out.conns_active)
+                               out.epoll_waits, out.loop_turns, out.config_generation, out.conns_active,
+                               out.upstream_conns_active, out.upstream_conns_idle)
 
     def listener_stats(self) -> dict[str, dict[str, int]]:
         ffi, lib = self._ffi, self._lib
