@@ -810,7 +810,7 @@ static int resp_on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     rl_http_up *u = p->data;
     if (u->in_head)
-        rl_resp_head_value(&u->rh, (uint32_t)(at - u->resp_base), (uint32_t)len);
+        rl_resp_head_value(&u->rh, u->resp_base, (uint32_t)(at - u->resp_base), (uint32_t)len);
     return 0;
 }
 

@@ -74,6 +74,8 @@ typedef struct rl_resp_head {
     uint8_t nconn_opts;
     uint8_t drop_open;             /* the last dropped line ends where the next field starts */
     uint8_t in_connection;         /* the line being parsed is a Connection line */
+    uint8_t folded;                /* a value continues on a line of its own (obs-fold) */
+    uint32_t name_end, piece_end;  /* where the field name and the last value piece end */
 } rl_resp_head;
 
 /* rl_http_resp.c */
@@ -87,7 +89,7 @@ int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
 int rl_resp_head_drops(const rl_rule *r, const char *name, uint32_t n);
 /* llhttp reported a piece of a field value, and the value is complete: only Connection values
  * are looked at (keep-alive alone is what rl_resp_head_changes may leave in place). */
-void rl_resp_head_value(rl_resp_head *h, uint32_t off, uint32_t len);
+void rl_resp_head_value(rl_resp_head *h, const char *base, uint32_t off, uint32_t len);
 void rl_resp_head_value_done(rl_resp_head *h, const char *base);
 /* Whether a head sent on a client connection that stays open must be written again: a line
  * to drop or a header to set or add. "Connection: keep-alive" alone is not a reason: forwarded

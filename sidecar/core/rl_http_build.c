@@ -79,7 +79,9 @@ static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_
 {
     const char *path = h->base + rq->path.off;
     uint32_t len = rq->path.len;
-    if (!r->has_rewrite || !len)
+    if (!len)
+        WS("/"); /* absolute-form without a path */
+    else if (!r->has_rewrite)
         W(path, len);
     else {
         /* The longest PathPrefix match of this rule that the path has is what gets replaced. */

@@ -100,13 +100,16 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     rq->method = llhttp_get_method((llhttp_t *)p);
     const char *b = h->base;
     rl_span url = h->url;
-    /* absolute-form (http://host/path): take the path part */
+    /* absolute-form (http://host/path?query): path and query follow the authority; the
+     * path may be empty (http://host?q), written upstream as "/" */
     if (url.len > 7 && b[url.off] != '/') {
         const char *u = b + url.off, *e = u + url.len, *s = memchr(u, '/', (size_t)(e - u));
         if (s && s + 1 < e && s[1] == '/') {
-            const char *slash = memchr(s + 2, '/', (size_t)(e - s - 2));
-            url.off = slash ? (uint32_t)(slash - b) : url.off + url.len;
-            url.len = slash ? (uint32_t)(e - slash) : 0;
+            const char *end = s + 2;
+            while (end < e && *end != '/' && *end != '?')
+                end++;
+            url.off = (uint32_t)(end - b);
+            url.len = (uint32_t)(e - end);
         }
     }
     const char *q = memchr(b + url.off, '?', url.len);

@@ -14,7 +14,7 @@ void rl_resp_head_reset(rl_resp_head *h)
     h->value_off = h->value_len = 0;
     h->ndrop = h->ndropped = h->nconn_keepalive = 0;
     h->nconn_opts = 0;
-    h->drop_open = h->in_connection = 0;
+    h->drop_open = h->in_connection = h->folded = 0;
 }
 
 void rl_resp_head_free(rl_resp_head *h)
@@ -57,6 +57,8 @@ int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
 {
     uint32_t off = h->field_off, n = h->field_len;
     h->field_len = 0;
+    h->name_end = off + n;
+    h->piece_end = 0;
     if (!rl_resp_head_drops(r, base + off, n))
         return 0;
     h->ndropped++;
@@ -80,8 +82,13 @@ int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
     return 0;
 }
 
-void rl_resp_head_value(rl_resp_head *h, uint32_t off, uint32_t len)
+void rl_resp_head_value(rl_resp_head *h, const char *base, uint32_t off, uint32_t len)
 {
+    /* obs-fold: a piece that does not follow the one before it (llhttp skips the CRLF and the
+     * whitespace), or a value that only starts on the next line. */
+    if (h->piece_end ? off != h->piece_end : memchr(base + h->name_end, '\n', off - h->name_end) != NULL)
+        h->folded = 1;
+    h->piece_end = off + len;
     if (!h->in_connection)
         return;
     if (!h->value_len)
@@ -116,7 +123,8 @@ void rl_resp_head_value_done(rl_resp_head *h, const char *base)
 
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r)
 {
-    return h->ndropped > h->nconn_keepalive || (r && (r->nresp_ops[RL_HDR_SET] || r->nresp_ops[RL_HDR_ADD]));
+    return h->ndropped > h->nconn_keepalive || h->folded ||
+           (r && (r->nresp_ops[RL_HDR_SET] || r->nresp_ops[RL_HDR_ADD]));
 }
 
 #define W(p, n)                                                                                    \
@@ -155,18 +163,26 @@ static int named_by_connection(const rl_resp_head *h, const char *base, const ch
 }
 
 /* The header lines base[from, tail) without the dropped ones and those the Connection options
- * name; a continuation line (obs-fold) goes with the line it continues. */
+ * name, each ended by CRLF. A continuation line (obs-fold) goes with the line it continues,
+ * joined to it by one space (RFC 9112 5.2: a proxy must not forward the fold). */
 static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, const char *base, uint32_t from,
                             uint32_t tail)
 {
     uint32_t k = 0;
-    int drop = 0;
+    int drop = 0, open = 0; /* open: a kept line went out without its line end yet */
     while (from < tail) {
         const char *lf = memchr(base + from, '\n', tail - from);
-        uint32_t end = lf ? (uint32_t)(lf - base) + 1 : tail;
-        if (base[from] == ' ' || base[from] == '\t') { /* obs-fold: goes with the line it continues */
-            if (!drop && write_lines(w, q, base, from, end))
-                return -1;
+        uint32_t end = lf ? (uint32_t)(lf - base) + 1 : tail, text = end; /* text: without CRLF or LF */
+        if (lf && --text > from && base[text - 1] == '\r')
+            text--;
+        if (base[from] == ' ' || base[from] == '\t') {
+            uint32_t s = from;
+            while (s < text && (base[s] == ' ' || base[s] == '\t'))
+                s++;
+            if (!drop && open) {
+                W(" ", 1);
+                W(base + s, text - s);
+            }
             from = end;
             continue;
         }
@@ -177,10 +193,16 @@ static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, con
             const char *colon = memchr(base + from, ':', end - from);
             drop = colon && named_by_connection(h, base, base + from, (uint32_t)(colon - (base + from)));
         }
-        if (!drop && write_lines(w, q, base, from, end))
-            return -1;
+        if (!drop) {
+            if (open)
+                W("\r\n", 2);
+            W(base + from, text - from);
+            open = 1;
+        }
         from = end;
     }
+    if (open)
+        W("\r\n", 2);
     return 0;
 }
 

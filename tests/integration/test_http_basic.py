@@ -423,6 +423,18 @@ def test_absolute_form_request_target(core, http_backend) -> None:
     assert json.loads(r.body)["target"] == "/api/items?x=1"
 
 
+@pytest.mark.parametrize("target,upstream", [("http://test.local", "/"), ("http://test.local?x=1", "/?x=1"),
+                                             ("http://test.local:8080?x=/y", "/?x=/y")])
+def test_absolute_form_without_a_path(core, http_backend, target: str, upstream: str) -> None:
+    """The path of an absolute-form target may be empty: upstream it is "/", the query kept."""
+    be = http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
+    r = get(port, target)
+    assert r.status == 200
+    assert json.loads(r.body)["target"] == upstream
+
+
 def test_200_concurrent_http_connections(core, nginx) -> None:
     port = free_port()
     c = core(nginx_cfg(port, nginx))

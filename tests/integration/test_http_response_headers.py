@@ -279,3 +279,23 @@ def test_folded_lines_go_with_the_field_they_continue(core, http_backend) -> Non
         assert raw.startswith(b"http/1.1 200") and b"x-public: ok" in raw, raw
         assert b"secret" not in raw and b"x-int" not in raw and b"x-two" not in raw, raw
         assert b"content-type: text/plain\r\n" in raw, raw
+
+
+@pytest.mark.parametrize("fold", [b"\r\n b c", b"\r\n\t b c", b" \r\n  b c"], ids=["sp", "tab", "ows"])
+def test_folded_value_reaches_the_client_unfolded(core, http_backend, fold: bytes) -> None:
+    """obs-fold in a response the proxy would otherwise pass as it is: RFC 9112 5.2 says a proxy
+    replaces each fold with spaces (or answers 502); the client gets one line per field."""
+    head = (b"HTTP/1.1 200 OK\r\nX-Fold: a" + fold + b"\r\nX-Next: n\r\nContent-Length: 2\r\n\r\nok")
+    be = http_backend(lambda req: raw_then_close(head))
+    port = free_port()
+    core(config([http_listener(port, rule("p", "b"))], [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"\r\n\r\n" not in conn.buf:
+            conn._fill()
+        raw = conn.buf.partition(b"\r\n\r\n")[0]
+        lines = raw.split(b"\r\n")
+        assert not any(l[:1] in (b" ", b"\t") for l in lines), raw
+        assert b"X-Fold: a b c" in lines or b"X-Fold: a  b c" in lines, raw
+        assert b"X-Next: n" in lines, raw
+
