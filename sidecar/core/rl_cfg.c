@@ -289,9 +289,20 @@ static int proxy_owned(const char *name)
     return 0;
 }
 
+/* What the proxy writes into heads must not end a line or the head early, whatever produced
+ * the config (the agent validates first; this holds for any caller of the C API). */
+static int head_safe(const char *s, const char *also_banned)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if ((*p < 0x20 && *p != '\t') || *p == 0x7f || strchr(also_banned, *p))
+            return 0;
+    return 1;
+}
+
 static int add_hdr_op(rl_hdr **ops, uint32_t *nops, int op, const char *name, const char *value)
 {
-    if (op < 0 || op > 2 || proxy_owned(name))
+    if (op < 0 || op > 2 || proxy_owned(name) || !*name || !head_safe(name, ": \t") ||
+        (value && !head_safe(value, "")))
         return -1;
     rl_hdr *h = grow(&ops[op], &nops[op], sizeof(*h));
     return h && !dup_str(&h->name, name) && !dup_str(&h->value, value ? value : "") ? 0 : -1;
@@ -312,7 +323,7 @@ int rl_cfg_rule_resp_header_op(rl_cfg *c, int rule, int op, const char *name, co
 int rl_cfg_rule_rewrite_prefix(rl_cfg *c, int rule, const char *prefix)
 {
     rl_rule *r = rule_at(c, rule);
-    if (!r || dup_str(&r->rewrite_prefix, prefix))
+    if (!r || prefix[0] != '/' || !head_safe(prefix, " \t") || dup_str(&r->rewrite_prefix, prefix))
         return -1;
     r->has_rewrite = 1;
     return 0;

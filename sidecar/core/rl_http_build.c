@@ -75,6 +75,15 @@ static int in_list(const char *b, rl_span n, const rl_hdr *list, uint32_t count)
     return 0;
 }
 
+static int in_list_str(const char *name, const rl_hdr *list, uint32_t count)
+{
+    size_t n = strlen(name);
+    for (uint32_t i = 0; i < count; i++)
+        if (list[i].name.len == n && strncasecmp(list[i].name.p, name, n) == 0)
+            return 1;
+    return 0;
+}
+
 static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq, const rl_rule *r)
 {
     const char *path = h->base + rq->path.off;
@@ -126,7 +135,9 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
     (void)p;
     const rl_hdr *set = r->hdr_ops[RL_HDR_SET], *rem = r->hdr_ops[RL_HDR_REMOVE];
     uint32_t nset = r->nhdr_ops[RL_HDR_SET], nrem = r->nhdr_ops[RL_HDR_REMOVE];
-    int xff_written = 0, conn_options = 0;
+    /* The rule's set or remove of X-Forwarded-For replaces the proxy's own. */
+    int xff_done = in_list_str("x-forwarded-for", set, nset) || in_list_str("x-forwarded-for", rem, nrem);
+    int conn_options = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) /* options beyond keep-alive/close are rare */
         if (rl_span_ieq(b, h->headers[i][0], "connection", 10) && !rl_span_ieq(b, h->headers[i][1], "keep-alive", 10) &&
             !rl_span_ieq(b, h->headers[i][1], "close", 5))
@@ -136,12 +147,20 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
         if (conn_options && named_by_connection(h, n))
             continue;
         if (rl_span_ieq(b, n, "x-forwarded-for", 15)) {
+            if (xff_done)
+                continue;
+            /* Every X-Forwarded-For line of the client in one, then the client's address. */
             WS("X-Forwarded-For: ");
-            W(b + v.off, v.len);
-            WS(", ");
+            for (uint32_t j = i; j < h->nheaders; j++) {
+                rl_span vj = h->headers[j][1];
+                if (rl_span_ieq(b, h->headers[j][0], "x-forwarded-for", 15) && vj.len) {
+                    W(b + vj.off, vj.len);
+                    WS(", ");
+                }
+            }
             W(client_ip, strlen(client_ip));
             WS("\r\n");
-            xff_written = 1;
+            xff_done = 1;
             continue;
         }
         if (is_hop_by_hop(b, n) && !(rq->upgrade && rl_span_ieq(b, n, "upgrade", 7)))
@@ -161,7 +180,7 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
             W(hd->value.p, hd->value.len);
             WS("\r\n");
         }
-    if (!xff_written) {
+    if (!xff_done) {
         WS("X-Forwarded-For: ");
         W(client_ip, strlen(client_ip));
         WS("\r\n");

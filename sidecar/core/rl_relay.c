@@ -209,7 +209,8 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     if (cl)
         r->cluster_slot = cl->slot;
     int ufd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
-    if (ufd < 0 || w->eng->attach(w, &r->side[0].sock) || (r->side[1].sock.fd = ufd, w->eng->attach(w, &r->side[1].sock))) {
+    r->side[1].sock.fd = ufd; /* relay_close closes it, whatever fails below */
+    if (ufd < 0 || w->eng->attach(w, &r->side[0].sock) || w->eng->attach(w, &r->side[1].sock)) {
         if (cl)
             rl_worker_cstats(w, cl->slot)->connect_errors++;
         return relay_close(w, r);

@@ -64,13 +64,25 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
+HEADER_RULE = ("(a header the proxy manages itself, a name that is not a token, or a value with a "
+               "control character)")
+
+
+def _c_str(text: str, what: str) -> bytes:
+    """text for a C string: an embedded NUL would silently cut it short."""
+    if "\x00" in text:
+        raise CompileError(f"{what}: NUL character in {text!r}")
+    return text.encode()
+
+
 def _header_ops(ffi, lib, add_op, c, ri: int, mod: HeaderModifier, what: str) -> None:  # type: ignore[no-untyped-def]
-    for h in mod.set:
-        _check(add_op(c, ri, lib.RL_HDR_SET, h.name.encode(), h.value.encode()), f"{what} set {h.name}")
-    for h in mod.add:
-        _check(add_op(c, ri, lib.RL_HDR_ADD, h.name.encode(), h.value.encode()), f"{what} add {h.name}")
+    for op, verb, hs in ((lib.RL_HDR_SET, "set", mod.set), (lib.RL_HDR_ADD, "add", mod.add)):
+        for h in hs:
+            where = f"{what} {verb} {h.name}"
+            _check(add_op(c, ri, op, _c_str(h.name, where), _c_str(h.value, where)), f"{where} {HEADER_RULE}")
     for name in mod.remove:
-        _check(add_op(c, ri, lib.RL_HDR_REMOVE, name.encode(), ffi.NULL), f"{what} remove {name}")
+        where = f"{what} remove {name}"
+        _check(add_op(c, ri, lib.RL_HDR_REMOVE, _c_str(name, where), ffi.NULL), f"{where} {HEADER_RULE}")
 
 
 def _rule_filters(ffi, lib, c, ri: int, rule: Rule) -> None:  # type: ignore[no-untyped-def]

@@ -236,6 +236,25 @@ def test_x_forwarded_for(core, nginx) -> None:
             == "10.0.0.1, 10.0.0.2, 127.0.0.1")
 
 
+def test_x_forwarded_for_lines_become_one_chain(core, http_backend) -> None:
+    """Two X-Forwarded-For lines from the client: one line upstream, the client's address once,
+    at the end; a rule that sets or removes X-Forwarded-For replaces the proxy's own."""
+    be = http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("all", "b"), rule("set", "b", prefix="/set",
+                                                                filters=[header_filter(set=[("X-Forwarded-For", "9.9.9.9")])]),
+                                 rule("rm", "b", prefix="/rm", filters=[header_filter(remove=["x-forwarded-for"])]))],
+                [cluster("b", be.address)]))
+
+    def xff(path: str) -> list[str]:
+        r = get(port, path, [("X-Forwarded-For", "10.0.0.1"), ("X-A", "1"), ("X-Forwarded-For", "10.0.0.2")])
+        return [v for k, v in json.loads(r.body)["headers"] if k.lower() == "x-forwarded-for"]
+
+    assert xff("/") == ["10.0.0.1, 10.0.0.2, 127.0.0.1"]
+    assert xff("/set") == ["9.9.9.9"]
+    assert xff("/rm") == []
+
+
 def test_nginx_echo_filters(core, nginx) -> None:
     """The brief's example rule, end to end at nginx: x-env set, x-debug removed, XFF appended."""
     port = free_port()

@@ -7,11 +7,13 @@ import threading
 
 import pytest
 
+from ringlane_sidecar.compile import CompileError
 from ringlane_sidecar.core import CoreError
 
 from .conftest import apply_and_wait
 from .backends import Reply
-from .helpers import Conn, build_request, cluster, config, free_port, get, http_listener, port_open, rule, wait_for
+from .helpers import (Conn, build_request, cluster, config, free_port, get, header_filter, http_listener, port_open,
+                      rule, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -168,3 +170,17 @@ def test_listener_moves_address(core, nginx) -> None:
     apply_and_wait(c, route_cfg(port2, nginx.a, 2))
     assert get(port2, "/").status == 200
     wait_for(lambda: not port_open(port), 5, "the old address to close")
+
+
+@pytest.mark.parametrize("name,value", [("X-Evil", "a\r\nInjected: 1"), ("X Bad", "v"), ("X-Nul", "a\x00b")])
+def test_core_refuses_header_filters_that_would_break_the_head(core, nginx, name: str, value: str) -> None:
+    """The schema rejects these first; the core refuses them too, whoever builds the config
+    (here the Python model, without the schema), and the running config keeps serving."""
+    port = free_port()
+    c = core(config([http_listener(port, rule("all", "a"))], [cluster("a", nginx.a)]))
+    bad = config([http_listener(port, rule("all", "a", filters=[header_filter(set=[(name, value)])]))],
+                 [cluster("a", nginx.a)], generation=2)
+    with pytest.raises(CompileError, match="request header set"):
+        c.apply(bad)
+    assert get(port, "/still").status == 200
+    assert c.served_generation() == 1
