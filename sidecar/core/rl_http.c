@@ -794,7 +794,7 @@ static int resp_on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     rl_http_up *u = p->data;
     if (u->in_head) /* not trailer fields */
-        rl_resp_head_field(&u->rh, (uint32_t)(at - u->resp_base), (uint32_t)len);
+        rl_resp_head_field(&u->rh, u->resp_base, (uint32_t)(at - u->resp_base), (uint32_t)len);
     return 0;
 }
 

@@ -82,7 +82,7 @@ typedef struct rl_resp_head {
 void rl_resp_head_reset(rl_resp_head *h);
 void rl_resp_head_free(rl_resp_head *h);
 /* llhttp reported a piece of a field name, at off from the head's first byte. */
-void rl_resp_head_field(rl_resp_head *h, uint32_t off, uint32_t len);
+void rl_resp_head_field(rl_resp_head *h, const char *base, uint32_t off, uint32_t len);
 /* The field name is complete (base: the head's first byte; r may be NULL): 0, or -1 when out of memory. */
 int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r);
 /* Whether a response header line named name[0, n) is dropped (hop-by-hop, or set/removed by r). */

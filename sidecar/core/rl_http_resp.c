@@ -15,6 +15,7 @@ void rl_resp_head_reset(rl_resp_head *h)
     h->ndrop = h->ndropped = h->nconn_keepalive = 0;
     h->nconn_opts = 0;
     h->drop_open = h->in_connection = h->folded = 0;
+    h->name_end = h->piece_end = 0;
 }
 
 void rl_resp_head_free(rl_resp_head *h)
@@ -23,8 +24,14 @@ void rl_resp_head_free(rl_resp_head *h)
     memset(h, 0, sizeof(*h));
 }
 
-void rl_resp_head_field(rl_resp_head *h, uint32_t off, uint32_t len)
+void rl_resp_head_field(rl_resp_head *h, const char *base, uint32_t off, uint32_t len)
 {
+    if (!h->field_len && h->name_end) { /* more than one line end since the last value: a fold */
+        uint32_t from = h->piece_end > h->name_end ? h->piece_end : h->name_end;
+        const char *lf = memchr(base + from, '\n', off - from);
+        if (lf && memchr(lf + 1, '\n', (size_t)(base + off - lf - 1)))
+            h->folded = 1;
+    }
     if (!h->field_len) { /* a new header line: it ends the dropped line before it */
         if (h->drop_open) {
             h->drop[h->ndrop - 1][1] = off;
@@ -163,26 +170,18 @@ static int named_by_connection(const rl_resp_head *h, const char *base, const ch
 }
 
 /* The header lines base[from, tail) without the dropped ones and those the Connection options
- * name, each ended by CRLF. A continuation line (obs-fold) goes with the line it continues,
- * joined to it by one space (RFC 9112 5.2: a proxy must not forward the fold). */
+ * name; a continuation line (obs-fold) goes with the line it continues. */
 static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, const char *base, uint32_t from,
                             uint32_t tail)
 {
     uint32_t k = 0;
-    int drop = 0, open = 0; /* open: a kept line went out without its line end yet */
+    int drop = 0;
     while (from < tail) {
         const char *lf = memchr(base + from, '\n', tail - from);
-        uint32_t end = lf ? (uint32_t)(lf - base) + 1 : tail, text = end; /* text: without CRLF or LF */
-        if (lf && --text > from && base[text - 1] == '\r')
-            text--;
-        if (base[from] == ' ' || base[from] == '\t') {
-            uint32_t s = from;
-            while (s < text && (base[s] == ' ' || base[s] == '\t'))
-                s++;
-            if (!drop && open) {
-                W(" ", 1);
-                W(base + s, text - s);
-            }
+        uint32_t end = lf ? (uint32_t)(lf - base) + 1 : tail;
+        if (base[from] == ' ' || base[from] == '\t') { /* obs-fold: goes with the line it continues */
+            if (!drop && write_lines(w, q, base, from, end))
+                return -1;
             from = end;
             continue;
         }
@@ -193,16 +192,10 @@ static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, con
             const char *colon = memchr(base + from, ':', end - from);
             drop = colon && named_by_connection(h, base, base + from, (uint32_t)(colon - (base + from)));
         }
-        if (!drop) {
-            if (open)
-                W("\r\n", 2);
-            W(base + from, text - from);
-            open = 1;
-        }
+        if (!drop && write_lines(w, q, base, from, end))
+            return -1;
         from = end;
     }
-    if (open)
-        W("\r\n", 2);
     return 0;
 }
 
@@ -216,6 +209,11 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
             return -2;
     /* The empty line that ends the head: CRLF, or a bare LF. */
     uint32_t tail = end >= 2 && base[end - 2] == '\r' ? end - 2 : end - 1;
+    /* obs-fold: RFC 9112 5.2 lets a proxy answer 502 instead of unfolding; folds in framing
+     * fields are how responses get smuggled, so none is forwarded. */
+    for (const char *lf = base; (lf = memchr(lf, '\n', (size_t)(base + tail - lf))) && lf + 1 < base + tail; lf++)
+        if (lf[1] == ' ' || lf[1] == '\t')
+            return -2;
     if (h->drop_open) {
         h->drop[h->ndrop - 1][1] = tail;
         h->drop_open = 0;

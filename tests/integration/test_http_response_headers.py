@@ -262,40 +262,27 @@ def test_fields_named_by_connection_options_are_dropped(core, http_backend, filt
             assert r.header("server") == (None if filtered else "up"), r.headers
 
 
-def test_folded_lines_go_with_the_field_they_continue(core, http_backend) -> None:
-    """obs-fold (RFC 9112 5.2) in a response: a continuation line belongs to the field above it,
-    so it goes when that field goes (never glued to the line before), and a Connection value
-    folded over two lines names both fields."""
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Int: a\r\n secret\r\n"
-            b"Connection: x-int,\r\n x-two\r\nX-Two: 2\r\nX-Public: ok\r\nContent-Length: 2\r\n\r\nok")
+FOLDED = {
+    "value": b"X-Fold: a\r\n b c\r\nX-Next: n\r\nContent-Length: 2\r\n\r\nok",
+    "tab": b"X-Fold: a\r\n\t b\r\nContent-Length: 2\r\n\r\nok",
+    "blank-line": b"X-Fold: a\r\n \r\nX-Next: n\r\nContent-Length: 2\r\n\r\nok",
+    "dropped-field": (b"X-Int: a\r\n secret\r\nConnection: x-int,\r\n x-two\r\nX-Two: 2\r\n"
+                      b"Content-Length: 2\r\n\r\nok"),
+    "framing": b"Transfer-Encoding: chunked\r\n x\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FOLDED))
+def test_folded_response_head_is_a_502(core, http_backend, case: str) -> None:
+    """obs-fold in a response (RFC 9112 5.2): a proxy must not forward it; it may answer 502
+    instead of unfolding, which it does (folds in framing fields are a smuggling vector, and
+    a fold in a dropped field must not leak). Nothing of the upstream head reaches the client."""
+    head = b"HTTP/1.1 200 OK\r\nX-Upstream: yes\r\n" + FOLDED[case]
     be = http_backend(lambda req: raw_then_close(head))
     port = free_port()
     core(config([http_listener(port, rule("p", "b"))], [cluster("b", be.address)]))
     with Conn(port) as conn:
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        while b"\r\n\r\n" not in conn.buf:
-            conn._fill()
-        raw = conn.buf.partition(b"\r\n\r\n")[0].lower()
-        assert raw.startswith(b"http/1.1 200") and b"x-public: ok" in raw, raw
-        assert b"secret" not in raw and b"x-int" not in raw and b"x-two" not in raw, raw
-        assert b"content-type: text/plain\r\n" in raw, raw
-
-
-@pytest.mark.parametrize("fold", [b"\r\n b c", b"\r\n\t b c", b" \r\n  b c"], ids=["sp", "tab", "ows"])
-def test_folded_value_reaches_the_client_unfolded(core, http_backend, fold: bytes) -> None:
-    """obs-fold in a response the proxy would otherwise pass as it is: RFC 9112 5.2 says a proxy
-    replaces each fold with spaces (or answers 502); the client gets one line per field."""
-    head = (b"HTTP/1.1 200 OK\r\nX-Fold: a" + fold + b"\r\nX-Next: n\r\nContent-Length: 2\r\n\r\nok")
-    be = http_backend(lambda req: raw_then_close(head))
-    port = free_port()
-    core(config([http_listener(port, rule("p", "b"))], [cluster("b", be.address)]))
-    with Conn(port) as conn:
-        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        while b"\r\n\r\n" not in conn.buf:
-            conn._fill()
-        raw = conn.buf.partition(b"\r\n\r\n")[0]
-        lines = raw.split(b"\r\n")
-        assert not any(l[:1] in (b" ", b"\t") for l in lines), raw
-        assert b"X-Fold: a b c" in lines or b"X-Fold: a  b c" in lines, raw
-        assert b"X-Next: n" in lines, raw
-
+        r = conn.read_response()
+        assert r.status == 502, (r.status, r.headers)
+        assert r.header("x-upstream") is None and r.header("server") == "ringlane", r.headers

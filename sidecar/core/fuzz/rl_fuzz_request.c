@@ -99,7 +99,7 @@ static int nm_field(llhttp_t *p, const char *at, size_t len)
         f->len[f->n] = off + (uint32_t)len - f->off[f->n];
     f->piece = 1;
     if (f->rule)
-        rl_resp_head_field(&f->rh, off, (uint32_t)len);
+        rl_resp_head_field(&f->rh, f->base, off, (uint32_t)len);
     return 0;
 }
 
