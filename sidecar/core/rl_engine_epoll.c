@@ -228,13 +228,6 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
     do_reads(w, s);
 }
 
-static void resume_accept(rl_worker *w, rl_timer *t)
-{
-    rl_listener *l = rl_container_of(t, rl_listener, backoff);
-    if (!(l->sock.flags & RL_S_CLOSED))
-        ep_listen_start(w, &l->sock);
-}
-
 static void on_listener_event(rl_worker *w, rl_sock *ls)
 {
     if (ls->flags & RL_S_CLOSED)
@@ -249,7 +242,7 @@ static void on_listener_event(rl_worker *w, rl_sock *ls)
                 /* EMFILE, ENFILE, ENOMEM...: the connection stays queued and the listener would
                  * report it again at once, forever. Stop watching it for a while. */
                 epoll_ctl(st(w)->epfd, EPOLL_CTL_DEL, ls->fd, NULL);
-                rl_timer_set(&w->wheel, &l->backoff, w->now_ms + RL_ACCEPT_BACKOFF_MS, resume_accept);
+                rl_worker_pause_accept(w, l);
             }
             return;
         }

@@ -201,13 +201,6 @@ static int ur_listen_start(rl_worker *w, rl_sock *ls)
     return 0;
 }
 
-static void resume_accept(rl_worker *w, rl_timer *t)
-{
-    rl_listener *l = rl_container_of(t, rl_listener, backoff);
-    if (!(l->sock.flags & RL_S_CLOSED))
-        arm_accept(w, &l->sock);
-}
-
 static void cancel(rl_worker *w, rl_sock *s, unsigned op)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
@@ -420,8 +413,7 @@ static void dispatch(rl_worker *w, struct io_uring_cqe *cqe)
             if (s->flags & RL_S_CLOSED)
                 maybe_release(w, s);
             else if (cqe->res < 0 && cqe->res != -ECANCELED) /* EMFILE, ENOMEM...: pause */
-                rl_timer_set(&w->wheel, &rl_container_of(s, rl_listener, sock)->backoff,
-                             w->now_ms + RL_ACCEPT_BACKOFF_MS, resume_accept);
+                rl_worker_pause_accept(w, rl_container_of(s, rl_listener, sock));
             else
                 arm_accept(w, s);
         }

@@ -146,6 +146,18 @@ static void switch_cfg(rl_worker *w, rl_cfg *cfg)
     __atomic_store_n(&w->totals.config_generation, cfg->generation, __ATOMIC_RELEASE);
 }
 
+static void resume_accept(rl_worker *w, rl_timer *t)
+{
+    rl_listener *l = rl_container_of(t, rl_listener, backoff);
+    if (!(l->sock.flags & RL_S_CLOSED) && w->eng->listen_start(w, &l->sock))
+        rl_worker_pause_accept(w, l);
+}
+
+void rl_worker_pause_accept(rl_worker *w, rl_listener *l)
+{
+    rl_timer_set(&w->wheel, &l->backoff, w->now_ms + RL_ACCEPT_BACKOFF_MS, resume_accept);
+}
+
 void rl_worker_on_accept(rl_worker *w, rl_listener *l, int fd)
 {
     if (fd < 0)

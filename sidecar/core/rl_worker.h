@@ -91,6 +91,9 @@ void rl_worker_release_cfg(rl_worker *w, rl_cfg_hold *h);
 
 /* Called by the engines when a listener accepted fd (or failed with -errno). */
 void rl_worker_on_accept(rl_worker *w, rl_listener *l, int fd);
+/* Accepting on l failed for want of descriptors or memory and the engine stopped: it is
+ * started again after RL_ACCEPT_BACKOFF_MS (retrying at once would spin). */
+void rl_worker_pause_accept(rl_worker *w, rl_listener *l);
 
 uint32_t rl_worker_rand(rl_worker *w);
 void *rl_worker_main(void *arg);
