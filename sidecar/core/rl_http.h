@@ -60,6 +60,8 @@ int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t
 /* Fields never removed because a Connection header names them: the body's framing (dropping
  * it would turn the body into a smuggled message), Host and Upgrade (their own rules). */
 int rl_http_conn_option_kept(const char *name, uint32_t n);
+/* Whether a rule's header list (set, add or remove) names the field name[0, n), any case. */
+int rl_hdr_named(const rl_hdr *list, uint32_t count, const char *name, uint32_t n);
 
 /* A response head being parsed for its rewrite: the header lines to drop, as [start, end)
  * offsets from the head's first byte (the head is contiguous: see rl_http_up.headbuf). */

@@ -75,9 +75,8 @@ static int in_list(const char *b, rl_span n, const rl_hdr *list, uint32_t count)
     return 0;
 }
 
-static int in_list_str(const char *name, const rl_hdr *list, uint32_t count)
+int rl_hdr_named(const rl_hdr *list, uint32_t count, const char *name, uint32_t n)
 {
-    size_t n = strlen(name);
     for (uint32_t i = 0; i < count; i++)
         if (list[i].name.len == n && strncasecmp(list[i].name.p, name, n) == 0)
             return 1;
@@ -136,7 +135,7 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
     const rl_hdr *set = r->hdr_ops[RL_HDR_SET], *rem = r->hdr_ops[RL_HDR_REMOVE];
     uint32_t nset = r->nhdr_ops[RL_HDR_SET], nrem = r->nhdr_ops[RL_HDR_REMOVE];
     /* The rule's set or remove of X-Forwarded-For replaces the proxy's own. */
-    int xff_done = in_list_str("x-forwarded-for", set, nset) || in_list_str("x-forwarded-for", rem, nrem);
+    int xff_done = rl_hdr_named(set, nset, "x-forwarded-for", 15) || rl_hdr_named(rem, nrem, "x-forwarded-for", 15);
     int conn_options = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) /* options beyond keep-alive/close are rare */
         if (rl_span_ieq(b, h->headers[i][0], "connection", 10) && !rl_span_ieq(b, h->headers[i][1], "keep-alive", 10) &&

@@ -42,22 +42,14 @@ void rl_resp_head_field(rl_resp_head *h, const char *base, uint32_t off, uint32_
     h->field_len += len; /* the head is contiguous from base, so pieces follow each other */
 }
 
-static int named(const rl_hdr *list, uint32_t count, const char *name, uint32_t n)
-{
-    for (uint32_t i = 0; i < count; i++)
-        if (list[i].name.len == n && strncasecmp(list[i].name.p, name, n) == 0)
-            return 1;
-    return 0;
-}
-
 int rl_resp_head_drops(const rl_rule *r, const char *name, uint32_t n)
 {
     static const char *const hop[] = {"connection", "keep-alive", "proxy-connection"};
     for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
         if (n == strlen(hop[i]) && strncasecmp(name, hop[i], n) == 0)
             return 1;
-    return r && (named(r->resp_ops[RL_HDR_SET], r->nresp_ops[RL_HDR_SET], name, n) ||
-                 named(r->resp_ops[RL_HDR_REMOVE], r->nresp_ops[RL_HDR_REMOVE], name, n));
+    return r && (rl_hdr_named(r->resp_ops[RL_HDR_SET], r->nresp_ops[RL_HDR_SET], name, n) ||
+                 rl_hdr_named(r->resp_ops[RL_HDR_REMOVE], r->nresp_ops[RL_HDR_REMOVE], name, n));
 }
 
 int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
