@@ -43,9 +43,9 @@ struct rl_http_client {
     uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
     uint8_t too_large; /* the body grew past the limit */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
-    uint8_t stall_guard; /* the timer only watches a client that stopped reading (no deadline set) */
+    uint8_t stall_guard; /* the timer only watches a client gone silent (no deadline set) */
     uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
-    uint32_t sends, sends_seen; /* sends the client took; the count when a quiet timer was armed */
+    uint32_t heard, heard_seen; /* sends the client took plus receives; the count when a quiet timer was armed */
     char ip[INET6_ADDRSTRLEN];
 };
 
@@ -143,13 +143,13 @@ static void arm(rl_worker *w, rl_http_client *c, uint32_t ms)
 }
 
 /* Idle, flush and stall timers measure the client's silence: while it takes the bytes owed to
- * it they move on (on_timer), so a slow reader is never cut for being slow, and one that stopped
- * reading is cut after the idle timeout. */
+ * it, or sends the body the proxy waits for, they move on (on_timer), so a slow client is never
+ * cut for being slow, and one that stopped reading or sending is cut after the idle timeout. */
 static void arm_quiet(rl_worker *w, rl_http_client *c, int stall_guard)
 {
     arm(w, c, cfg_of(c)->idle_timeout_ms);
     c->stall_guard = (uint8_t)stall_guard;
-    c->sends_seen = c->sends;
+    c->heard_seen = c->heard;
 }
 
 /* ---- responses ---- */
@@ -510,7 +510,7 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
         c->stall_guard = 0;
         rl_timer_set(&w->wheel, &c->timer, deadline, on_timer);
     } else {
-        arm_quiet(w, c, 1); /* no timeout configured: only a client that stops reading is cut */
+        arm_quiet(w, c, 1); /* no timeout configured: only a client gone silent is cut */
     }
 }
 
@@ -538,10 +538,16 @@ static void on_timer(rl_worker *w, rl_timer *t)
         return start_attempt(w, c);
     if (c->state == C_IDLE || c->close_after || c->stall_guard) {
         int owed = c->out.count || (c->sock.flags & RL_S_SENDING);
-        /* Still taking what it is owed; or, with no timeout configured, waiting on a response
-         * the upstream has not produced yet: wait on. */
-        if ((owed && c->sends != c->sends_seen) || (!owed && c->stall_guard))
+        /* The proxy reads the body and is not itself the holdup (upstream backlog, buffers). */
+        int awaited = c->state == C_BODY && (c->sock.flags & (RL_S_RECV_ON | RL_S_STARVED)) == RL_S_RECV_ON;
+        /* Still taking what it is owed or sending the body; or, with no timeout configured,
+         * waiting on the upstream: wait on. */
+        if (((owed || awaited) && c->heard != c->heard_seen) || (!owed && !awaited && c->stall_guard))
             return arm_quiet(w, c, c->stall_guard);
+        if (awaited && !owed) { /* stopped sending mid-body: 408, as for a slow head */
+            c->keepalive = 0;
+            return respond_error(w, c, 408);
+        }
         return client_close(w, c); /* idle, or owed bytes it has not read for a whole timeout */
     }
     switch (c->state) {
@@ -877,6 +883,7 @@ static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
 {
     rl_http_client *c = s->owner;
     rl_worker_lstats(w, c->lc->slot)->rx_bytes += len;
+    c->heard++;
     feed(w, c, bid, 0, len);
 }
 
@@ -905,7 +912,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     if (res < 0)
         return client_close(w, c);
     rl_worker_lstats(w, c->lc->slot)->tx_bytes += (uint32_t)res;
-    c->sends += res > 0;
+    c->heard += res > 0;
     rl_outq_sent(w, &c->out, (uint32_t)res);
     rl_outq_kick(w, s, &c->out);
     if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))

@@ -36,6 +36,7 @@ typedef struct rl_http_req {
     rl_span path;     /* without the query */
     rl_span query;    /* including '?', may be empty */
     rl_span host;     /* without port, may be empty */
+    rl_span authority; /* of an absolute-form target (host[:port]): replaces Host upstream */
     int has_body;     /* Content-Length > 0 or chunked */
     int keepalive;
     int upgrade;

@@ -166,6 +166,8 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
             continue;
         if (in_list(b, n, set, nset) || in_list(b, n, rem, nrem))
             continue;
+        if (rq->authority.len && rl_span_ieq(b, n, "host", 4))
+            v = rq->authority; /* RFC 9112 3.2.2: from the absolute-form target */
         W(b + n.off, n.len);
         WS(": ");
         W(b + v.off, v.len);

@@ -94,12 +94,28 @@ int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n)
     return s.len == n && strncasecmp(base + s.off, lit, n) == 0;
 }
 
+/* The host of a Host value or authority, without the port. */
+static rl_span host_part(const char *b, rl_span value)
+{
+    const char *v = b + value.off;
+    if (value.len && v[0] == '[') { /* [v6]:port */
+        const char *rb = memchr(v, ']', value.len);
+        value.len = rb ? (uint32_t)(rb - v + 1) : value.len;
+    } else {
+        const char *colon = memchr(v, ':', value.len);
+        if (colon)
+            value.len = (uint32_t)(colon - v);
+    }
+    return value;
+}
+
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq)
 {
     memset(rq, 0, sizeof(*rq));
     rq->method = llhttp_get_method((llhttp_t *)p);
     const char *b = h->base;
     rl_span url = h->url;
+    int bad_authority = 0;
     /* absolute-form (http://host/path?query): path and query follow the authority; the
      * path may be empty (http://host?q), written upstream as "/" */
     if (url.len > 7 && b[url.off] != '/') {
@@ -108,6 +124,10 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
             const char *end = s + 2;
             while (end < e && *end != '/' && *end != '?')
                 end++;
+            rq->authority.off = (uint32_t)(s + 2 - b);
+            rq->authority.len = (uint32_t)(end - (s + 2));
+            /* RFC 9110 4.2.1, 4.2.4: an http URI needs a host, and userinfo is an error */
+            bad_authority = !rq->authority.len || memchr(s + 2, '@', rq->authority.len);
             url.off = (uint32_t)(end - b);
             url.len = (uint32_t)(e - end);
         }
@@ -119,22 +139,16 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     rq->query.len = url.len - rq->path.len;
     int hosts = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) {
-        rl_span name = h->headers[i][0], value = h->headers[i][1];
-        if (rl_span_ieq(b, name, "host", 4) && hosts++ == 0) {
-            rq->host = value;
-            const char *v = b + value.off;
-            if (value.len && v[0] == '[') { /* [v6]:port */
-                const char *rb = memchr(v, ']', value.len);
-                rq->host.len = rb ? (uint32_t)(rb - v + 1) : value.len;
-            } else {
-                const char *colon = memchr(v, ':', value.len);
-                if (colon)
-                    rq->host.len = (uint32_t)(colon - v);
-            }
-        } else if (rl_span_ieq(b, name, "upgrade", 7)) {
+        rl_span name = h->headers[i][0];
+        if (rl_span_ieq(b, name, "host", 4) && hosts++ == 0)
+            rq->host = host_part(b, h->headers[i][1]);
+        else if (rl_span_ieq(b, name, "upgrade", 7))
             rq->upgrade = 1;
-        }
     }
+    /* RFC 9112 3.2.2: a proxy takes the host from an absolute-form target, not from Host
+     * (which must still be present and single; it is replaced upstream). */
+    if (rq->authority.len)
+        rq->host = host_part(b, rq->authority);
     /* RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; two could route on one and be
      * served on the other. */
     int bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1);
@@ -142,7 +156,7 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
      * rewritten into a request the upstream would read the same way. */
     if (p->http_major != 1)
         rq->reject = 505;
-    else if (bad_host || rq->method == HTTP_PRI)
+    else if (bad_host || bad_authority || rq->method == HTTP_PRI)
         rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);

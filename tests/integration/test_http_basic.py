@@ -435,6 +435,31 @@ def test_absolute_form_without_a_path(core, http_backend, target: str, upstream:
     assert json.loads(r.body)["target"] == upstream
 
 
+def test_absolute_form_authority_routes_and_replaces_host(core, http_backend) -> None:
+    """RFC 9112 3.2.2: a proxy takes the host from an absolute-form target and sends a Host made
+    from it, whatever the client's Host said (routing on one and sending the other would let a
+    client reach a route's backend under another name)."""
+    be_a, be_b = http_backend(headers_app), http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("a", "a", hostnames=["a.example"]), rule("b", "b", hostnames=["b.example"]))],
+                [cluster("a", be_a.address), cluster("b", be_b.address)]))
+    r = get(port, "http://b.example:8080/x", host="a.example")
+    assert r.status == 200
+    doc = json.loads(r.body)
+    assert (be_a.count, be_b.count) == (0, 1)
+    assert [v for k, v in doc["headers"] if k.lower() == "host"] == ["b.example:8080"]
+    assert doc["target"] == "/x"
+
+
+@pytest.mark.parametrize("target", ["http:///x", "http://user@b.example/x", "http://user:pw@b.example/"])
+def test_absolute_form_without_a_host_or_with_userinfo_is_a_400(core, http_backend, target: str) -> None:
+    be = http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
+    assert get(port, target).status == 400
+    assert be.count == 0
+
+
 def test_200_concurrent_http_connections(core, nginx) -> None:
     port = free_port()
     c = core(nginx_cfg(port, nginx))

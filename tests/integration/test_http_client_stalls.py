@@ -1,6 +1,7 @@
-"""Clients that read slowly or stop reading. The idle timeout measures a client's silence: a
-client still taking the bytes it is owed is never cut, one that stopped reading is cut after the
-idle timeout (with no rule timeouts configured too), so it cannot hold buffers for good."""
+"""Clients that read or send slowly, or stop. The idle timeout measures a client's silence: a
+client still taking the bytes it is owed, or sending the body the proxy waits for, is never cut;
+one that stopped is cut after the idle timeout (with no rule timeouts configured too), so it
+cannot hold buffers or upstream connections for good."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits
 
-from .backends import Reader, Reply
+from .backends import Reader, Reply, digest_app
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
 
 pytestmark = pytest.mark.timeout(40)
@@ -81,3 +82,42 @@ def test_slow_reader_outlasting_the_idle_timeout_gets_everything(core, http_back
             got += chunk
         assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
         assert time.monotonic() - started > 2, "the read was not slower than the idle timeout: not a test"
+
+
+def test_client_that_stops_sending_mid_body_gets_408(core, http_backend) -> None:
+    """No rule timeouts; the client sends a head promising 100 kB and 1 kB of it, then nothing:
+    it is answered 408 after the idle timeout and both its connection and the upstream one,
+    holding half a body, are closed (before, the stall timer only watched reads)."""
+    be = http_backend(digest_app)
+    port = free_port()
+    c = core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)], limits=IDLE))
+    with Conn(port, timeout=10) as conn:
+        conn.send(build_request("POST", "/upload", [("Content-Length", "100000")]) + b"x" * 1000)
+        wait_for(lambda: sum(t.upstream_conns_active for t in c.totals()) == 1, 5,
+                 "the body to be on its way upstream")
+        r = conn.read_response()
+        assert r.status == 408
+        assert r.header("connection") == "close"
+        assert conn.at_eof(timeout=8)
+    wait_for(lambda: active(c) == 0 and sum(t.upstream_conns_active for t in c.totals()) == 0, 5,
+             "both connections to be closed")
+    assert be.count == 0, "a partial body must not reach the backend as a request"
+
+
+def test_slow_body_sender_outlasting_the_idle_timeout_is_served(core, http_backend) -> None:
+    """A 24 kB body sent in 1 kB pieces every 0.15 s (3.6 s in all, 1 s idle timeout): the
+    client never falls silent, so the upload completes."""
+    be = http_backend(digest_app)
+    port = free_port()
+    core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)], limits=IDLE))
+    body = bytes(range(256)) * 96
+    with Conn(port, timeout=10) as conn:
+        conn.send(build_request("POST", "/upload", [("Content-Length", str(len(body)))]))
+        started = time.monotonic()
+        for i in range(0, len(body), 1024):
+            time.sleep(0.15)  # the slow sender under test
+            conn.send(body[i:i + 1024])
+        assert time.monotonic() - started > 2, "the upload was not slower than the idle timeout: not a test"
+        r = conn.read_response()
+        assert r.status == 200
+        assert r.text == f"{len(body)} {hashlib.sha256(body).hexdigest()} length\n"
