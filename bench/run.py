@@ -8,8 +8,9 @@
   bench/run.py --full    the whole matrix: 3 runs x 10 s per peer and cell, open-loop sweep at
                          10..90% of the slowest proxy's max, 10k idle connections
 
-Writes bench/results/<stamp>-<mode>.{md,json,*.png}, and copies as latest.* (either mode) and
-<mode>-latest.* (full-latest.* is the one the README cites).
+Writes bench/results/<stamp>-<mode>.{md,json,*.png}, and copies as latest.* (either mode) and,
+when the mode's plan ran whole (no --workloads, --peers, --duration, ...), <mode>-latest.*
+(full-latest.* is the one the README cites).
 Exit codes: 0 ok, 1 something failed (listed in the report), 2 bad usage or missing tools, 130 interrupted.
 """
 from __future__ import annotations
@@ -56,6 +57,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (and the matplotlib venv)")
     p.add_argument("--results", type=Path, default=BENCH / "results", help="output directory")
     return p.parse_args(argv)
+
+
+def narrowed(args: argparse.Namespace) -> bool:
+    """Whether the run leaves out or shortens part of its mode's plan (then it must not replace
+    <mode>-latest, which stands for the whole matrix)."""
+    return bool(args.placements or args.workloads or args.peers or args.no_openloop or
+                args.duration is not None or args.repeats is not None or args.warmup is not None or
+                args.idle is not None)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -105,14 +114,15 @@ def meta(plan: Plan, argv: list[str], ringlane: Path) -> dict[str, object]:
     }
 
 
-def write_outputs(results: Results, out_dir: Path, plot_python: Path | None) -> Path:
+def write_outputs(results: Results, out_dir: Path, plot_python: Path | None, whole_plan: bool) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     base = f"{stamp()}-{results.meta['mode']}"
     json_path = out_dir / f"{base}.json"
     json_path.write_text(json.dumps(results.to_json(), indent=1) + "\n")
     (out_dir / f"{base}.md").write_text(report.render(results, f"{base}-"))
-    # latest.*: the last run of either mode; <mode>-latest.*: the last of this mode (README cites full-latest)
-    copies = ("latest", f"{results.meta['mode']}-latest")
+    # latest.*: the last run of either mode; <mode>-latest.*: the last whole run of this mode
+    # (README cites full-latest), so a narrowed run (--workloads, --peers, ...) does not replace it
+    copies = ("latest", f"{results.meta['mode']}-latest") if whole_plan else ("latest",)
     for copy in copies:
         (out_dir / f"{copy}.md").write_text(report.render(results, f"{copy}-"))
         shutil.copyfile(json_path, out_dir / f"{copy}.json")
@@ -161,7 +171,7 @@ def main(argv: list[str]) -> int:
         sup.stop_all()
     results.meta["wall_seconds"] = round(time.monotonic() - t0, 1)
     results.targets = targets.evaluate(results)
-    md = write_outputs(results, args.results, plot_python)
+    md = write_outputs(results, args.results, plot_python, whole_plan=not narrowed(args))
     print(md.read_text())
     log(f"bench: {plan.mode} run took {results.meta['wall_seconds']:.0f} s; report {md} (and latest.md/json)")
     if interrupted:
