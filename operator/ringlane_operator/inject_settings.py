@@ -23,7 +23,7 @@ ADMIN_PORT_ANNOTATION = "ringlane.io/admin-port"
 ENGINES = ("auto", "io_uring", "epoll")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_MEMORY = parse_quantity("64Mi")  # the Python agent alone needs ~40 MiB
-MAX_CPU = 1024  # the sidecar's worker limit
+MAX_CPU = 256  # the sidecar's worker limit (RL_MAX_WORKERS)
 
 
 class InjectError(ValueError):

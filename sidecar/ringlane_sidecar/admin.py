@@ -12,45 +12,83 @@ from typing import Awaitable, Callable
 Handler = Callable[[str, str], Awaitable[tuple[int, str, bytes]]]
 
 REASONS = {200: "OK", 202: "Accepted", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
-           503: "Service Unavailable"}
+           413: "Content Too Large", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
+MAX_BODY = 1 << 20  # no admin endpoint takes a body; this only bounds what is read and dropped
+
+
+class _Refused(Exception):
+    """A request the admin port answers with an error and then closes."""
+
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
 
 
 def json_body(obj: object) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
 
 
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await asyncio.wait_for(reader.readline(), timeout=30)
+    except ValueError:  # longer than the stream's 64 KiB limit
+        raise _Refused(431, "request line or header too long") from None
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bool] | None:
+    """The request line's parts and whether to keep the connection; None at EOF."""
+    line = await _line(reader)
+    if not line:
+        return None
+    parts = line.decode("latin-1").split()
+    keep, length = True, 0
+    while True:  # headers
+        h = await _line(reader)
+        if h in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = h.decode("latin-1").partition(":")
+        name, value = name.strip().lower(), value.strip()
+        if name == "connection" and value.lower() == "close":
+            keep = False
+        if name == "content-length":
+            if not value.isdigit():
+                raise _Refused(400, f"invalid Content-Length {value[:40]!r}")
+            length = int(value)
+        if name == "transfer-encoding":
+            raise _Refused(400, "Transfer-Encoding is not accepted here")
+    if length > MAX_BODY:
+        raise _Refused(413, f"body over {MAX_BODY} bytes")
+    if length:
+        await reader.readexactly(length)
+    if len(parts) != 3:
+        raise _Refused(400, "malformed request line")
+    return parts, keep
+
+
+def _response(status: int, ctype: str, body: bytes, keep: bool) -> bytes:
+    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\n{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n")
+    return head.encode() + body
+
+
 async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler) -> None:
     try:
         while True:
-            line = await asyncio.wait_for(reader.readline(), timeout=30)
-            if not line:
+            try:
+                request = await _read_request(reader)
+            except _Refused as exc:
+                writer.write(_response(exc.status, "text/plain", f"{exc}\n".encode(), keep=False))
+                await writer.drain()
                 return
-            parts = line.decode("latin-1").split()
-            keep = True
-            length = 0
-            while True:  # headers
-                h = await asyncio.wait_for(reader.readline(), timeout=30)
-                if h in (b"\r\n", b"\n", b""):
-                    break
-                name, _, value = h.decode("latin-1").partition(":")
-                if name.strip().lower() == "connection" and value.strip().lower() == "close":
-                    keep = False
-                if name.strip().lower() == "content-length":
-                    length = int(value.strip() or 0)
-            if length:
-                await reader.readexactly(min(length, 1 << 20))
-            if len(parts) != 3:
-                status, ctype, body = 400, "text/plain", b"bad request\n"
-                keep = False
-            else:
-                status, ctype, body = await handler(parts[0], parts[1].split("?", 1)[0])
-            head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-                    f"Content-Length: {len(body)}\r\n{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n")
-            writer.write(head.encode() + body)
+            if request is None:
+                return
+            parts, keep = request
+            status, ctype, body = await handler(parts[0], parts[1].split("?", 1)[0])
+            writer.write(_response(status, ctype, body, keep))
             await writer.drain()
             if not keep:
                 return
-    except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+    except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
         return
     finally:
         writer.close()

@@ -2,7 +2,8 @@
 
 Loads and validates the config, picks the engine (auto falls back to epoll when io_uring is
 blocked), starts the pinned workers, serves the admin port, reloads on change (an invalid
-config never replaces a good one), and drains on SIGTERM/SIGINT (a second signal exits now).
+config never replaces a good one; SIGHUP reloads now), and drains on SIGTERM/SIGINT (a second
+signal exits now).
 """
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from ringlane_sidecar.admin import json_body, start_admin
+from ringlane_sidecar.cli import MAX_WORKERS
 from ringlane_sidecar.compile import CompileError
 from ringlane_sidecar.confine import uring_ops
 from ringlane_sidecar.confine.apply import Layers, lock_io_uring, register_bpf_filters, seccomp_mode
 from ringlane_sidecar.config import Config, ConfigError, config_hash, load_config, parse_config, select_for_pod
 from ringlane_sidecar.config.addresses import parse_address
 from ringlane_sidecar.config.decode import decode_document
+from ringlane_sidecar.config.semantic_common import MAX_DURATION_MS
 from ringlane_sidecar.core import Core, CoreError, allowed_cpus
 from ringlane_sidecar.logs import JsonLog
 from ringlane_sidecar.metrics import AgentState, CoreCollector
@@ -52,9 +55,32 @@ class StartError(Exception):
 def worker_cpus(cfg: Config, opts: RunOptions) -> list[int | None]:
     """One worker per CPU of the cpuset (or --cpus), pinned unless engine.pin is false."""
     cpus = opts.cpus or allowed_cpus()
-    want = opts.workers or (cfg.engine.workers if cfg.engine.workers != "auto" else len(cpus))
+    want = opts.workers or (cfg.engine.workers if cfg.engine.workers != "auto" else min(len(cpus), MAX_WORKERS))
     chosen = [cpus[i % len(cpus)] for i in range(want)]
     return [c if cfg.engine.pin else None for c in chosen]
+
+
+def load_checked(path: str) -> Config | list[str]:
+    """The config in path, or the errors that keep it out (never raises: a reload that
+    raised would end the watch that called it)."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        return exc.errors
+    except Exception as exc:
+        return [f"internal error reading {path}: {exc!r}"]
+
+
+def parse_checked(text: str | None) -> Config | list[str] | None:
+    """load_checked for ConfigMap text (None stays None: the ConfigMap or key is gone)."""
+    if text is None:
+        return None
+    try:
+        return parse_config(decode_document(text))
+    except ConfigError as exc:
+        return exc.errors
+    except Exception as exc:
+        return [f"internal error parsing the ConfigMap: {exc!r}"]
 
 
 @dataclass
@@ -69,6 +95,7 @@ class Agent:
     draining: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     signals: int = 0
     probe: ProbeReport | None = None
     layers: Layers = field(default_factory=Layers)
@@ -132,11 +159,12 @@ class Agent:
             return True
         try:
             self.core.apply(selected)
-        except (CoreError, CompileError) as exc:
+        except Exception as exc:  # CoreError, CompileError; anything else must not end reloading
+            error = str(exc) if isinstance(exc, (CoreError, CompileError)) else f"internal error: {exc!r}"
             if startup:
-                self.log.error("cannot start", error=str(exc), generation=cfg.generation)
+                self.log.error("cannot start", error=error, generation=cfg.generation)
             else:
-                self.reload_failed([str(exc)], cfg.generation)
+                self.reload_failed([error], cfg.generation)
             return False
         if self.cfg is not None and (cfg.engine != self.cfg.engine or cfg.admin != self.cfg.admin):
             self.log.warning("engine and admin settings change only on restart", generation=cfg.generation)
@@ -154,23 +182,33 @@ class Agent:
             self.log.error("config rejected, still serving the previous one", error=e,
                            generation=generation, serving=self.state.generation)
 
-    def reload_file(self) -> None:
-        assert self.opts.config is not None
-        try:
-            cfg = load_config(self.opts.config)
-        except ConfigError as exc:
-            return self.reload_failed(exc.errors)
-        self.apply(cfg)
+    def take(self, loaded: Config | list[str]) -> None:
+        """Apply a reloaded config, or count and log why there is none."""
+        if isinstance(loaded, Config):
+            self.apply(loaded)
+        else:
+            self.reload_failed(loaded)
 
-    def reload_text(self, text: str | None) -> None:
-        if text is None:
+    async def reload_file(self) -> None:
+        """Read and validate off the event loop (a big config takes seconds; the admin port
+        must keep answering probes meanwhile), apply on it; one reload at a time."""
+        assert self.opts.config is not None
+        async with self.reloading:
+            loaded = await asyncio.get_running_loop().run_in_executor(None, load_checked, self.opts.config)
+            self.take(loaded)
+
+    def reload_text(self, loaded: Config | list[str] | None) -> None:
+        """A ConfigMap change, already parsed on the watch thread (None: ConfigMap or key gone)."""
+        if loaded is None:
             self.log.warning("routes ConfigMap or key missing: keeping the current config")
             return
-        try:
-            cfg = parse_config(decode_document(text))
-        except ConfigError as exc:
-            return self.reload_failed(exc.errors)
-        self.apply(cfg)
+        self.take(loaded)
+
+    def on_hangup(self) -> None:
+        """SIGHUP: reload the config file now (what nginx and HAProxy users expect of it)."""
+        if self.opts.config and not self.draining:
+            self.log.info("signal received: reloading", signal="SIGHUP")
+            asyncio.get_running_loop().create_task(self.reload_file())
 
     # ---- admin ----
     def ready(self) -> bool:
@@ -216,7 +254,7 @@ class Agent:
         if self.draining or self.core is None or self.cfg is None:
             return
         self.draining = True
-        timeout = self.cfg.limits.drain_timeout_ms
+        timeout = min(self.cfg.limits.drain_timeout_ms, MAX_DURATION_MS)  # validated; clamped anyway
         self.log.info("draining", reason=why, timeout_ms=timeout)
         self.core.drain(timeout)
         asyncio.get_running_loop().create_task(self._wait_drained(timeout))
@@ -235,8 +273,10 @@ class Agent:
             self.log.warning("second signal: exiting now", signal=signame)
             os._exit(EXIT_FAILED)
         self.log.info("signal received", signal=signame)
-        self.begin_drain(signame)
-        self.stop.set()
+        try:
+            self.begin_drain(signame)
+        finally:
+            self.stop.set()
 
     # ---- main ----
     def prepare(self) -> int:
@@ -251,8 +291,18 @@ class Agent:
             for e in exc.errors:
                 self.log.error("invalid config", error=e, file=self.opts.config)
             return EXIT_INVALID
+        if self.opts.admin:
+            try:
+                parse_address(self.opts.admin)
+            except ValueError as exc:
+                self.log.error("invalid --admin", error=str(exc))
+                return EXIT_INVALID
         if self.opts.pod_labels:
-            self.labels = read_labels(self.opts.pod_labels)
+            try:
+                self.labels = read_labels(self.opts.pod_labels)
+            except (OSError, UnicodeDecodeError) as exc:
+                self.log.error("cannot read the pod labels", file=self.opts.pod_labels, error=str(exc))
+                return EXIT_INVALID
         try:
             self.core = self.start_core(cfg)
         except (StartError, CoreError) as exc:
@@ -280,14 +330,15 @@ class Agent:
         self.log.info("started", admin=f"{host}:{port}", generation=self.first.generation, pid=os.getpid())
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_signal, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
         tasks = []
         if self.opts.config:
             tasks.append(loop.create_task(watch_file(self.opts.config, self.reload_file)))
         stop_watch = threading.Event()
         if self.opts.configmap:
             ns, _, name = self.opts.configmap.partition("/")
-            watch_configmap(ns, name, self.opts.configmap_key,
-                            lambda text: loop.call_soon_threadsafe(self.reload_text, text),
+            watch_configmap(ns, name, self.opts.configmap_key,  # parsed on the watch thread
+                            lambda text: loop.call_soon_threadsafe(self.reload_text, parse_checked(text)),
                             stop_watch, lambda msg, **f: loop.call_soon_threadsafe(lambda: self.log.warning(msg, **f)))
         await self.stop.wait()
         await self.drained.wait()

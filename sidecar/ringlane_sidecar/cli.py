@@ -8,6 +8,9 @@ from typing import Sequence
 
 from ringlane_sidecar import __version__
 
+MAX_WORKERS = 256  # RL_MAX_WORKERS in rl_core.h (a test checks they agree)
+MAX_CPU = 4095  # the highest CPU number taken (NR_CPUS of common kernel builds, minus one)
+
 DESCRIPTION = """\
 Ringlane's sidecar proxy: a CPU-pinned io_uring (or epoll) HTTP/TCP proxy driven by a
 Python agent. Normally started by the operator's injected container; the commands below
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--config", metavar="FILE", help="config file (JSON or YAML); reloaded when it changes")
     run.add_argument("--engine", choices=("auto", "io_uring", "epoll"), help="overrides the config's engine.kind")
-    run.add_argument("--workers", type=positive_int, metavar="N", help="worker threads (default: one per CPU)")
+    run.add_argument("--workers", type=worker_count, metavar="N", help="worker threads (default: one per CPU)")
     run.add_argument("--cpus", type=cpu_list, metavar="LIST", help="CPUs to use, e.g. 2,3 or 0-3 (default: the cpuset)")
     run.add_argument("--admin", metavar="ADDR", help="admin address (default from the config: 0.0.0.0:9901)")
     run.add_argument("--configmap", metavar="NS/NAME", help="watch this ConfigMap through the API (in Kubernetes)")
@@ -93,18 +96,28 @@ def positive_int(text: str) -> int:
     return n
 
 
+def worker_count(text: str) -> int:
+    n = positive_int(text)
+    if n > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_WORKERS}: {text!r}")
+    return n
+
+
 def cpu_list(text: str) -> list[int]:
     """'0,2-3' -> [0, 2, 3] (the kernel's cpuset list format)."""
-    cpus: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            cpus.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid CPU list {text!r} (use e.g. 1 or 0,2-3)") from None
-    if not cpus:
-        raise argparse.ArgumentTypeError("empty CPU list")
-    return cpus
+    cpus: dict[int, None] = {}  # ordered, without repeats
+    for part in text.split(","):
+        lo_text, _, hi_text = part.partition("-")
+        try:
+            lo, hi = int(lo_text), int(hi_text or lo_text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid CPU list {text!r} (use e.g. 1 or 0,2-3)") from None
+        if not 0 <= lo <= hi <= MAX_CPU:
+            raise argparse.ArgumentTypeError(f"invalid CPU range {part!r} in {text!r} (CPUs are 0 to {MAX_CPU}, low-high)")
+        cpus.update(dict.fromkeys(range(lo, hi + 1)))
+    if len(cpus) > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{len(cpus)} CPUs in {text!r}: at most {MAX_WORKERS} (one worker each)")
+    return list(cpus)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -47,6 +47,8 @@ class Core:
         self._ffi, self._lib = ffi, lib
         if engine not in ENGINES:
             raise CoreError(f"unknown engine {engine!r} (io_uring or epoll)")
+        if not 1 <= len(cpus) <= lib.RL_MAX_WORKERS:
+            raise CoreError(f"{len(cpus)} workers: the core runs 1 to {lib.RL_MAX_WORKERS}")
         opts = ffi.new("rl_core_opts *")
         opts.engine = ENGINES[engine]
         opts.nworkers = len(cpus)

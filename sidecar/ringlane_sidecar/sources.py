@@ -6,7 +6,7 @@ import asyncio
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Awaitable, Callable
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,16 @@ def file_stamp(path: str) -> FileStamp | None:
     return FileStamp(real, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-async def watch_file(path: str, on_change: Callable[[], None], interval: float = 0.2) -> None:
-    """Calls on_change whenever the file's identity changes (a cheap stat poll)."""
+async def watch_file(path: str, on_change: Callable[[], Awaitable[None]], interval: float = 0.2) -> None:
+    """Awaits on_change whenever the file's identity changes (a cheap stat poll); one change at
+    a time, so an older read never lands after a newer one."""
     last = file_stamp(path)
     while True:
         await asyncio.sleep(interval)  # a poll period, not synchronisation
         now = file_stamp(path)
         if now != last:
             last = now
-            on_change()
+            await on_change()
 
 
 def read_labels(path: str) -> dict[str, str]:

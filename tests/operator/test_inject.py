@@ -206,6 +206,7 @@ def test_valid_overrides() -> None:
     ("ringlane.io/proxy-cpu", "500m", "whole number of CPUs"),
     ("ringlane.io/proxy-cpu", "0", "whole number of CPUs"),
     ("ringlane.io/proxy-cpu", "1.5", "whole number of CPUs"),
+    ("ringlane.io/proxy-cpu", "300", "from 1 to 256"),
     ("ringlane.io/proxy-memory", "lots", "not a Kubernetes quantity"),
     ("ringlane.io/proxy-memory", "32Mi", "at least 64Mi"),
     ("ringlane.io/proxy-memory", "1500m", "whole number of bytes"),

@@ -28,6 +28,8 @@ def decode_document(text: str) -> object:
             raise _error(f"invalid JSON: duplicate key {json.dumps(str(exc))}") from None
         except RecursionError:
             raise _error("nested too deeply") from None
+        except ValueError:  # Python's limit on digits in an int (4300 by default)
+            raise _error("invalid JSON: a number has too many digits") from None
     try:
         document = _load_yaml(text)
     except ConfigError:

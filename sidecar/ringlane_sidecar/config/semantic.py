@@ -9,7 +9,7 @@ from typing import Any
 from .addresses import IPAddress, addresses_overlap, parse_address
 from .errors import Issue, Path, format_path
 from .model import AdminSettings
-from .semantic_common import positive_duration, unique
+from .semantic_common import checked_duration, unique
 from .semantic_rules import check_rule
 from .view import View
 
@@ -21,7 +21,7 @@ def semantic_issues(doc: Mapping[str, Any], bad: Iterable[Path]) -> list[Issue]:
     v = View(doc, bad)
     out: list[Issue] = []
     for name in ("requestHeaderTimeout", "idleTimeout", "drainTimeout"):
-        positive_duration(v, ("limits", name), out)
+        checked_duration(v, ("limits", name), out)
     _addresses(v, out)
     listeners = v.items(("listeners",))
     unique([(p + ("name",), n) for p, _ in listeners if (n := v.text(p + ("name",)))], "listener name", out)
@@ -88,8 +88,8 @@ def _clusters(v: View, out: list[Issue]) -> None:
     items = v.items(("clusters",))
     unique([(p + ("name",), n) for p, _ in items if (n := v.text(p + ("name",)))], "cluster name", out)
     for path, _ in items:
-        positive_duration(v, path + ("connectTimeout",), out)
-        positive_duration(v, path + ("idleTimeout",), out)
+        checked_duration(v, path + ("connectTimeout",), out)
+        checked_duration(v, path + ("idleTimeout",), out)
         seen: list[tuple[Path, str]] = []
         for endpoint_path, _ in v.items(path + ("endpoints",)):
             address_path = endpoint_path + ("address",)

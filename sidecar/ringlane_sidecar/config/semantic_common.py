@@ -9,8 +9,15 @@ from .errors import Issue, Path, format_path
 from .view import View
 
 
-def positive_duration(v: View, path: Path, out: list[Issue]) -> int | None:
-    """Milliseconds of a clean duration field; a zero timeout is an error (it would fire at once)."""
+# The core keeps durations as 32-bit milliseconds (about 49.7 days); a whole number of hours
+# under that reads better in an error than 4294967295ms.
+MAX_DURATION_HOURS = 1193
+MAX_DURATION_MS = MAX_DURATION_HOURS * 3_600_000
+
+
+def checked_duration(v: View, path: Path, out: list[Issue], zero_ok: bool = False) -> int | None:
+    """Milliseconds of a clean duration field. Zero is an error unless zero_ok (a zero timeout
+    would fire at once), and so is more than the core can hold."""
     text = v.text(path)
     if text is None:
         return None
@@ -18,8 +25,11 @@ def positive_duration(v: View, path: Path, out: list[Issue]) -> int | None:
         ms = parse_duration_ms(text)
     except ValueError:
         return None  # already reported by the schema pattern
-    if ms == 0:
+    if ms == 0 and not zero_ok:
         out.append((path, "must be greater than 0"))
+        return None
+    if ms > MAX_DURATION_MS:
+        out.append((path, f"must be at most {MAX_DURATION_HOURS}h (got {text})"))
         return None
     return ms
 

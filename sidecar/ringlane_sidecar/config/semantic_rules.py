@@ -5,7 +5,7 @@ import json
 
 from .addresses import is_ip_literal
 from .errors import Issue, Path, format_path
-from .semantic_common import positive_duration, unique
+from .semantic_common import checked_duration, unique
 from .view import View
 
 _NEED_VALUES = ("In", "NotIn")
@@ -26,6 +26,7 @@ def check_rule(v: View, path: Path, protocol: str | None, clusters: set[str] | N
     _backends(v, path + ("backends",), clusters, out)
     _timeouts(v, path + ("timeouts",), out)
     unique(v.strings(path + ("retry", "on")), "retry condition", out)
+    checked_duration(v, path + ("retry", "backoff"), out, zero_ok=True)
     _filters(v, path, out)
 
 
@@ -76,8 +77,8 @@ def _backends(v: View, path: Path, clusters: set[str] | None, out: list[Issue]) 
 
 
 def _timeouts(v: View, path: Path, out: list[Issue]) -> None:
-    request = positive_duration(v, path + ("request",), out)
-    backend = positive_duration(v, path + ("backendRequest",), out)
+    request = checked_duration(v, path + ("request",), out)
+    backend = checked_duration(v, path + ("backendRequest",), out)
     if request is not None and backend is not None and backend > request:
         shown = f"{v.get(path + ('backendRequest',))} > {v.get(path + ('request',))}"
         out.append((path + ("backendRequest",), f"must not exceed timeouts.request ({shown})"))
