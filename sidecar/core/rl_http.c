@@ -169,7 +169,8 @@ static void count_response(rl_worker *w, rl_http_client *c, int status)
 }
 
 /* Between requests a keep-alive connection moves to the newest config, so pooled clients see
- * route and endpoint changes; a connection whose listener is gone closes instead. */
+ * route and endpoint changes; a connection whose listener is gone closes instead, and so does
+ * one whose address another listener took (its stats would otherwise move with it). */
 static void adopt_newest_cfg(rl_worker *w, rl_http_client *c)
 {
     const rl_cfg *cur = w->cfg;
@@ -177,7 +178,8 @@ static void adopt_newest_cfg(rl_worker *w, rl_http_client *c)
         return;
     for (uint32_t i = 0; i < cur->nlisteners; i++) {
         const rl_listener_cfg *l = &cur->listeners[i];
-        if (l->proto == RL_PROTO_HTTP && rl_addr_equal(&l->addr, l->addrlen, &c->lc->addr, c->lc->addrlen)) {
+        if (l->proto == RL_PROTO_HTTP && l->slot == c->lc->slot &&
+            rl_addr_equal(&l->addr, l->addrlen, &c->lc->addr, c->lc->addrlen)) {
             rl_cfg_hold *old = c->hold;
             c->hold = rl_worker_hold_cfg(w); /* take the new one before the old one may be freed */
             c->lc = l;
@@ -939,8 +941,10 @@ static const rl_sock_ops client_ops = {
 static void client_drain(rl_worker *w, rl_conn_base *b)
 {
     rl_http_client *c = rl_container_of(b, rl_http_client, base);
-    if ((c->state == C_IDLE && !c->in.count) || c->state == C_LINGER)
+    if (c->state == C_LINGER)
         client_close(w, c);
+    else if (c->state == C_IDLE && !c->in.count)
+        close_when_flushed(w, c); /* the last response may still be on its way out */
     else
         c->keepalive = 0; /* finish this request, then close */
 }

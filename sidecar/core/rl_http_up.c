@@ -30,6 +30,7 @@ static void up_close(rl_worker *w, rl_http_up *u)
     if (u->closed)
         return;
     u->closed = 1;
+    u->pool->nopen--; /* counted against max_conns until now, not until the engine lets go */
     rl_timer_cancel(&w->wheel, &u->timer);
     if (u->state == U_IDLE) {
         rl_list_unlink(&u->pool_node);
@@ -44,7 +45,6 @@ static void up_close(rl_worker *w, rl_http_up *u)
 static void on_released(rl_worker *w, rl_sock *s)
 {
     rl_http_up *u = s->owner;
-    u->pool->nopen--;
     w->totals.upstream_conns_active--;
     rl_conn_untrack(w, &u->base, 0);
     rl_outq_release(w, &u->out);
@@ -112,6 +112,10 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         u->lb = (uint8_t)rl_lb_begin(w, cl, &u->addr, u->addrlen);
         return u;
     }
+    /* At the limit, an idle connection to another endpoint (perhaps one a reload removed)
+     * makes room: the least recently used goes. Only busy connections make a 503. */
+    if (pool->nopen >= cl->max_conns && pool->nidle)
+        up_close(w, rl_container_of(pool->idle.prev, rl_http_up, pool_node));
     if (pool->nopen >= cl->max_conns) {
         *status = 503;
         return NULL;

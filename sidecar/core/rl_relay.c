@@ -58,6 +58,18 @@ static void relay_close(rl_worker *w, rl_relay *r)
     ls->conns_closed++;
 }
 
+/* One side reset: so does the other (a linger of 0 makes the close a reset), as with a direct
+ * connection. A clean FIN would make a stream cut short look complete to a peer that takes
+ * the close as the end of its data. */
+static void relay_abort(rl_worker *w, rl_relay *r)
+{
+    struct linger lg = {1, 0};
+    for (int i = 0; i < 2; i++)
+        if (r->side[i].sock.fd >= 0)
+            setsockopt(r->side[i].sock.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    relay_close(w, r);
+}
+
 static void relay_free(rl_worker *w, rl_relay *r)
 {
     rl_outq_release(w, &r->side[0].out);
@@ -118,7 +130,7 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
     rl_relay *r = of(s);
     int from = idx(r, s);
     if (err)
-        return relay_close(w, r); /* reset: nothing more can be delivered reliably */
+        return relay_abort(w, r); /* reset: nothing more can be delivered reliably */
     r->side[from].eof = 1;
     maybe_shutdown(w, r, !from);
 }
@@ -128,7 +140,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     rl_relay *r = of(s);
     int to = idx(r, s), from = !to;
     if (res < 0)
-        return relay_close(w, r);
+        return relay_abort(w, r);
     rl_outq_sent(w, &r->side[to].out, (uint32_t)res);
     rl_outq_kick(w, s, &r->side[to].out);
     relay_side *src = &r->side[from];

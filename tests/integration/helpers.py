@@ -29,21 +29,31 @@ from ringlane_sidecar.config.model import (
 from polling import free_port, port_open, wait_for  # noqa: F401 -- re-exported for the tests
 
 
-def accepted_nodelay(client: socket.socket) -> int:
-    """TCP_NODELAY of the proxy's side of client's connection. The core runs in this process, so
-    that socket is one of our descriptors: the one whose peer is client's local address."""
+def proxy_side(client: socket.socket) -> socket.socket | None:
+    """A dup of the proxy's side of client's connection, or None (not accepted yet). The core
+    runs in this process, so that socket is one of our descriptors: the one whose peer is
+    client's local address."""
     for name in os.listdir("/proc/self/fd"):
         try:
             s = socket.socket(fileno=os.dup(int(name)))
         except OSError:
             continue  # not a socket, or closed meanwhile
-        with s:
-            try:
-                if s.type == socket.SOCK_STREAM and s.getpeername() == client.getsockname():
-                    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-            except OSError:
-                continue  # unconnected, listening or not TCP
-    raise AssertionError(f"no socket of this process is connected to {client.getsockname()}")
+        try:
+            if s.type == socket.SOCK_STREAM and s.getpeername() == client.getsockname():
+                return s
+        except OSError:
+            pass  # unconnected, listening or not TCP
+        s.close()
+    return None
+
+
+def accepted_nodelay(client: socket.socket) -> int:
+    """TCP_NODELAY of the proxy's side of client's connection."""
+    s = proxy_side(client)
+    if s is None:
+        raise AssertionError(f"no socket of this process is connected to {client.getsockname()}")
+    with s:
+        return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
 # ---- a raw HTTP/1.1 client ----
