@@ -1,7 +1,8 @@
 """Compile a validated Config into the C core's immutable config (rl_cfg).
 
 Stats labels are "slots": small integers that the SlotTable hands out per name for the life
-of the process, so a listener, rule or cluster keeps its counters across reloads.
+of the process, so a listener, rule or cluster keeps its counters across reloads (names of a
+config the core refused are given back).
 """
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class SlotTable:
     def names(self) -> dict[int, str]:
         return {v: k for k, v in self.slots.items()}
 
+    def forget_from(self, mark: int) -> None:
+        """Give back the slots handed out since len() was mark (a config the core refused)."""
+        self.slots = {k: v for k, v in self.slots.items() if v < mark}
+
 
 @dataclass
 class Slots:
@@ -56,6 +61,15 @@ class Slots:
     @classmethod
     def new(cls, capacity: int) -> "Slots":
         return cls(SlotTable(capacity), SlotTable(capacity), SlotTable(capacity))
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.listeners.slots), len(self.rules.slots), len(self.clusters.slots)
+
+    def forget_from(self, mark: tuple[int, int, int]) -> None:
+        """Names only a refused config used take no slot (no worker ever counted on them), so
+        rejected configs neither use up the tables nor show as series on /metrics."""
+        for table, n in zip((self.listeners, self.rules, self.clusters), mark):
+            table.forget_from(n)
 
 
 def _check(rc: int, what: str) -> int:

@@ -66,10 +66,15 @@ class Core:
     def apply(self, cfg: Config) -> None:
         """Publish a config to every worker; raises CoreError (old config stays) on failure."""
         ffi, lib = self._ffi, self._lib
-        c = compile_config(cfg, self.slots, ffi, lib)
-        err = ffi.new("char[256]")
-        if lib.rl_core_apply(self._core, c, err, 256) != 0:
-            raise CoreError(ffi.string(err).decode(errors="replace"))
+        mark = self.slots.mark()
+        try:
+            c = compile_config(cfg, self.slots, ffi, lib)
+            err = ffi.new("char[256]")
+            if lib.rl_core_apply(self._core, c, err, 256) != 0:
+                raise CoreError(ffi.string(err).decode(errors="replace"))
+        except BaseException:
+            self.slots.forget_from(mark)
+            raise
 
     def served_generation(self) -> int:
         return int(self._lib.rl_core_served_generation(self._core))

@@ -154,6 +154,7 @@ def test_port_taken_raises_and_old_config_serves(core, nginx) -> None:
         with pytest.raises(CoreError, match=str(taken)):
             c.apply(bad)
         assert c.served_generation() == 1
+        assert "taken" not in c.listener_stats(), "a refused config's names must not take stats slots"
         r = get(port, "/still-a")
         assert r.status == 200 and "|" in r.text  # generation 1's backend A
         # a good config afterwards is taken normally
