@@ -704,6 +704,13 @@ static void drop_headbuf(rl_http_up *u)
     u->headbuf_len = u->headbuf_cap = 0;
 }
 
+/* RFC 9110 15.2: no 1xx to an HTTP/1.0 client (its request went up as 1.0, but an upstream
+ * may send one anyway). */
+static int interim_unwanted(const rl_http_client *c, const rl_http_up *u)
+{
+    return u->parser.status_code >= 100 && u->parser.status_code < 200 && c->parser.http_minor == 0;
+}
+
 void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t bid, uint32_t len)
 {
     const char *data = rl_buf_data(&w->bufs, bid);
@@ -733,7 +740,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         if (err == HPE_PAUSED && u->head_pause) { /* the head ends here: write it, go on with the body */
             u->head_pause = 0;
             llhttp_resume(&u->parser);
-            int rc = write_head(w, c, u, u->resp_base, kept + used);
+            int rc = interim_unwanted(c, u) ? 0 : write_head(w, c, u, u->resp_base, kept + used);
             if (rc == -2) { /* a malformed head: nothing of it went out yet */
                 rl_buf_unref(w, bid);
                 return retry_or_fail(w, c, 0, 0, 502);
@@ -762,7 +769,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, RL_RETRY_RESET, 0, 502); /* garbage from upstream */
         }
-        if (forward_to_client(w, c, bid, pos, used)) {
+        if (!(done && interim_unwanted(c, u)) && forward_to_client(w, c, bid, pos, used)) {
             client_close(w, c);
             break;
         }
@@ -840,7 +847,15 @@ static int resp_on_headers_complete(llhttp_t *p)
         u->retry_status = 1;
         return HPE_USER;
     }
-    int no_body = u->method == HTTP_HEAD; /* no body follows, whatever the headers say */
+    /* A 101 is final: the tunnel opens only when the client asked for it and the upstream
+     * switched properly; any other 101 is garbage (relayed, it would desync the client). */
+    if (status == 101 && !(c && c->upgrade && p->upgrade))
+        return HPE_USER;
+    /* No body follows, whatever the headers say (RFC 9112 6.3; this llhttp does not know it
+     * for statuses): bytes after such a head would reach the client as the next response. */
+    int no_body = u->method == HTTP_HEAD || status == 204 || status == 304 || (status >= 100 && status < 200 && status != 101);
+    if (c && status >= 200 && !c->req_done)
+        c->keepalive = 0; /* an early response: the unread rest of the body ends the connection */
     if (c && !no_body && status >= 200 && status != 204 && status != 304 &&
         !(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
         c->keepalive = 0; /* the body ends when the upstream closes: so must the client's */

@@ -130,8 +130,14 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
     WS(" ");
     if (write_path(w, q, h, rq, r))
         return -1;
-    WS(" HTTP/1.1\r\n");
-    (void)p;
+    /* An HTTP/1.0 client's request goes up as 1.0 (as nginx sends all of them): the upstream
+     * then frames the response so that client can read it (no chunked coding, no 1xx);
+     * Connection: keep-alive below keeps the upstream connection poolable. */
+    int http10 = p->http_major == 1 && p->http_minor == 0;
+    if (http10)
+        WS(" HTTP/1.0\r\n");
+    else
+        WS(" HTTP/1.1\r\n");
     const rl_hdr *set = r->hdr_ops[RL_HDR_SET], *rem = r->hdr_ops[RL_HDR_REMOVE];
     uint32_t nset = r->nhdr_ops[RL_HDR_SET], nrem = r->nhdr_ops[RL_HDR_REMOVE];
     /* The rule's set or remove of X-Forwarded-For replaces the proxy's own. */
@@ -188,6 +194,8 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
     }
     if (rq->upgrade)
         WS("Connection: upgrade\r\n");
+    else if (http10)
+        WS("Connection: keep-alive\r\n");
     WS("\r\n");
     return 0;
 }
