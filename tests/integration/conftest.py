@@ -10,8 +10,9 @@ from __future__ import annotations
 import os as _os  # noqa: E402 (must run before the imports below spawn anything)
 
 # `make asan` preloads the sanitizer runtimes into this Python so the instrumented core can
-# load; the peers the tests start (curl, nginx) must not inherit that.
-_os.environ.pop("LD_PRELOAD", None)
+# load; the peers the tests start (curl, nginx) must not inherit that. A test that runs the
+# core in a child Python hands it back (SANITIZER_PRELOAD).
+SANITIZER_PRELOAD = _os.environ.pop("LD_PRELOAD", None)
 
 import hashlib
 import os

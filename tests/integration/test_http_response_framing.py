@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 from .backends import Reply, read_request, write_reply
+from .conftest import SANITIZER_PRELOAD
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule
 
 pytestmark = pytest.mark.timeout(60)
@@ -132,7 +133,8 @@ _HANG_SCRIPT = textwrap.dedent("""
 
 def _run_isolated(engine: str, req: bytes, resp: bytes) -> tuple[int, str]:
     script = _HANG_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"), engine=engine, req=req, resp=resp)
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = dict(os.environ, LD_PRELOAD=SANITIZER_PRELOAD) if SANITIZER_PRELOAD else None
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         out, _ = p.communicate(timeout=20)
         return p.returncode, out.decode(errors="replace")
