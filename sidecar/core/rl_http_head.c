@@ -152,11 +152,14 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     /* RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; two could route on one and be
      * served on the other. */
     int bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1);
+    /* RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing; its
+     * request goes up as 1.0, where an upstream could frame the body differently. */
+    int te10 = p->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING);
     /* Only HTTP/1.x is relayed: an HTTP/0.9 line or a stray HTTP/2 preface method cannot be
      * rewritten into a request the upstream would read the same way. */
     if (p->http_major != 1)
         rq->reject = 505;
-    else if (bad_host || bad_authority || rq->method == HTTP_PRI)
+    else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI)
         rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);

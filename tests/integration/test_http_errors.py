@@ -38,6 +38,8 @@ SMUGGLING = {
     "cl_te": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     "te_cl": b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
     "duplicate_cl": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    # RFC 9112 6.1: faulty framing (an HTTP/1.0 request goes up as 1.0)
+    "http10_te": b"POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "duplicate_cl_same": b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
     "bare_lf": b"GET / HTTP/1.1\nHost: x\n\n",
     "bare_lf_in_header": b"GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n",
