@@ -279,7 +279,9 @@ def test_admin_malformed_request_gets_a_4xx(tmp_path: Path, sidecar: Callable[..
 # ---------- 7. a large (but allowed) config blocks the admin loop ----------
 
 def test_healthz_answers_during_reload_of_1mib_config(tmp_path: Path, sidecar: Callable[..., Sidecar]) -> None:
-    """Validation runs synchronously on the asyncio loop: a ~1 MiB config blocks /healthz for seconds."""
+    """A ~1 MiB config is read and validated off the event loop (on it, /healthz went unanswered
+    for ~4 s). The bound is kubelet's default probe timeout, 1 s: a liveness contract with a
+    wide margin (the loop waits at most one GIL switch interval, 5 ms), not a speed claim."""
     admin, listen = free_port(), free_port()
     p = tmp_path / "live.json"
     p.write_text(json.dumps(doc(admin, listen, generation=1)))
@@ -303,7 +305,7 @@ def test_healthz_answers_during_reload_of_1mib_config(tmp_path: Path, sidecar: C
         if done:
             break
     assert s.generation() == 2, s.stderr()[-500:]
-    assert worst < 1.0, f"/healthz took {worst:.2f}s while a ~1 MiB config was reloading"
+    assert worst < 1.0, f"/healthz took {worst:.2f}s while a ~1 MiB config was reloading (probes time out at 1 s)"
 
 
 def test_the_cli_worker_limit_is_the_cores() -> None:
