@@ -83,6 +83,18 @@ def reset(conn: socket.socket) -> None:
     conn.close()
 
 
+def recv_head(conn: socket.socket, buf: bytes = b"") -> tuple[bytes, bytes] | None:
+    """Reads (after buf) up to the end of a request head: the head without its blank line and
+    what came after it; None at EOF first."""
+    while b"\r\n\r\n" not in buf:
+        d = conn.recv(65536)
+        if not d:
+            return None
+        buf += d
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def recv_all(conn: socket.socket) -> bytes:
     parts = []
     while True:

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from .backends import Reply, digest_app, headers_app, reset
+from .backends import Reply, digest_app, headers_app, recv_head, reset
 from .helpers import (Closed, Conn, accepted_nodelay, Timeouts, build_request, cluster, config, free_port, get, http_listener,
                       nginx_echo, rule, wait_for)
 
@@ -515,12 +515,8 @@ def test_early_response_before_body_end(core, tcp_server) -> None:
     """The backend answers 413 after the head, before reading a 4 MiB body, and closes: the
     client gets the 413 (the connection then closes: its stream cannot be resynchronised)."""
     def handler(conn, index):  # type: ignore[no-untyped-def]
-        head = b""
-        while b"\r\n\r\n" not in head:
-            b = conn.recv(65536)
-            if not b:
-                return
-            head += b
+        if recv_head(conn) is None:
+            return
         conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope")
         conn.shutdown(socket.SHUT_WR)
         while conn.recv(1 << 16):  # drain until the proxy closes, so no RST races the answer

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from .backends import Reply, read_request, write_reply
+from .backends import Reply, read_request, recv_head, write_reply
 from .conftest import SANITIZER_PRELOAD
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule
 
@@ -21,13 +21,18 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _serve_rest(conn, r) -> None:  # type: ignore[no-untyped-def]
-    """Keep serving plain 200 "next" on a connection taken over by a raw action."""
-    while True:
-        req = read_request(r, conn, 0)
-        if req is None:
-            return
-        write_reply(conn, req, Reply(200, b"next"))
+def raw_then_next(target: str, data: bytes):  # type: ignore[no-untyped-def]
+    """An app: a request for `target` gets the raw bytes `data`; every request after it on that
+    connection (and any other request) gets a plain 200 "next"."""
+    def serve_rest(conn, r) -> None:  # type: ignore[no-untyped-def]
+        while (req := read_request(r, conn, 0)) is not None:
+            write_reply(conn, req, Reply(200, b"next"))
+
+    def act(conn, r) -> None:  # type: ignore[no-untyped-def]
+        conn.sendall(data)
+        serve_rest(conn, r)
+
+    return lambda req: act if req.target == target else Reply(200, b"next")
 
 
 INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled"
@@ -41,15 +46,7 @@ def test_bodyless_status_with_content_length_does_not_hang(core, http_backend, s
     resp_on_headers_complete (rl_http.c) returns 1 only for HEAD. The proxy then waits for a body
     that never comes: the response never completes, the next request on the client connection
     is never sent upstream (without timeouts: forever)."""
-    def app(req):  # type: ignore[no-untyped-def]
-        if req.target == "/empty":
-            def act(conn, r):  # type: ignore[no-untyped-def]
-                conn.sendall(f"HTTP/1.1 {status} X\r\nETag: \"1\"\r\nContent-Length: 10\r\n\r\n".encode())
-                _serve_rest(conn, r)
-            return act
-        return Reply(200, b"next")
-
-    be = http_backend(app)
+    be = http_backend(raw_then_next("/empty", f"HTTP/1.1 {status} X\r\nETag: \"1\"\r\nContent-Length: 10\r\n\r\n".encode()))
     port = free_port()
     core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
     with Conn(port, timeout=3) as conn:
@@ -65,17 +62,9 @@ def test_bodyless_status_content_is_not_relayed_as_a_response(core, http_backend
     response's body and the proxy forwards them; the client (RFC 9112 6.3: these responses end
     at their head) reads them as the NEXT response, i.e. the answer to its next request is one
     the upstream injected (and the real one is then paired with the request after it)."""
-    def app(req):  # type: ignore[no-untyped-def]
-        if req.target == "/first":
-            def act(conn, r):  # type: ignore[no-untyped-def]
-                head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(INJECTED)}\r\n\r\n".encode()
-                final = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal" if status < 200 else b""
-                conn.sendall(head + INJECTED + final)
-                _serve_rest(conn, r)
-            return act
-        return Reply(200, b"next")
-
-    be = http_backend(app)
+    head = f"HTTP/1.1 {status} X\r\nContent-Length: {len(INJECTED)}\r\n\r\n".encode()
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal" if status < 200 else b""
+    be = http_backend(raw_then_next("/first", head + INJECTED + final))
     port = free_port()
     core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
     with Conn(port, timeout=3) as conn:
@@ -91,17 +80,13 @@ def test_bodyless_status_content_is_not_relayed_as_a_response(core, http_backend
 _HANG_SCRIPT = textwrap.dedent("""
     import socket, sys, threading
     sys.path[:0] = [{root!r}, {tests!r}]
-    from tests.integration.backends import TcpServer
+    from tests.integration.backends import TcpServer, recv_head
     from tests.integration.helpers import Conn, cluster, config, free_port, http_listener, rule, wait_for
     from ringlane_sidecar.core import Core
 
     def handler(conn, index):
-        buf = b""
-        while b"\\r\\n\\r\\n" not in buf:
-            b = conn.recv(65536)
-            if not b:
-                return
-            buf += b
+        if recv_head(conn) is None:
+            return
         conn.sendall({resp!r})
         conn.recv(1)  # hold the connection open
 
@@ -164,15 +149,7 @@ def test_101_without_upgrade_headers_is_not_relayed_as_interim(core, http_backen
     RFC 9110 15.2.2), so any response that follows is either lost in the "tunnel" or, on a
     request that asked no upgrade, a second response on the client's stream (desync). A 101 to a
     request without Upgrade must not reach the client (502), and must never be interim."""
-    def app(req):  # type: ignore[no-untyped-def]
-        if req.target == "/first":
-            def act(conn, r):  # type: ignore[no-untyped-def]
-                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\n\r\n" + INJECTED)
-                _serve_rest(conn, r)
-            return act
-        return Reply(200, b"next")
-
-    be = http_backend(app)
+    be = http_backend(raw_then_next("/first", b"HTTP/1.1 101 Switching Protocols\r\n\r\n" + INJECTED))
     port = free_port()
     core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
     with Conn(port, timeout=3) as conn:
@@ -189,13 +166,8 @@ def test_http10_request_goes_up_as_http10_and_keeps_the_upstream_connection(core
 
     def handler(conn: socket.socket, index: int) -> None:
         buf = b""
-        while True:
-            while b"\r\n\r\n" not in buf:
-                d = conn.recv(65536)
-                if not d:
-                    return
-                buf += d
-            head, _, buf = buf.partition(b"\r\n\r\n")
+        while (got := recv_head(conn, buf)) is not None:
+            head, buf = got
             lines.append(head)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
 
@@ -216,12 +188,8 @@ def test_http10_request_goes_up_as_http10_and_keeps_the_upstream_connection(core
 def test_1xx_is_not_sent_to_an_http10_client(core, http_backend) -> None:
     """RFC 9110 15.2: a server must not send a 1xx to an HTTP/1.0 client. The request goes up as
     HTTP/1.1, so the upstream may send 103/100; rl_http_on_up_data forwards every 1xx as it is."""
-    def act(conn, r):  # type: ignore[no-untyped-def]
-        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
-        _serve_rest(conn, r)
-
-    be = http_backend(lambda req: act)
+    be = http_backend(raw_then_next("/", b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                                         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"))
     port = free_port()
     core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
     with Conn(port, timeout=3) as conn:
@@ -237,12 +205,8 @@ def test_early_response_that_ends_the_connection_says_connection_close(core, tcp
     c->keepalive, still 1 there although c->req_done == 0 is already known): the client is told
     the connection persists and then sees it closed (a reused/pipelined request is lost)."""
     def handler(conn, index):  # type: ignore[no-untyped-def]
-        head = b""
-        while b"\r\n\r\n" not in head:
-            b = conn.recv(65536)
-            if not b:
-                return
-            head += b
+        if recv_head(conn) is None:
+            return
         conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope")
         try:
             while conn.recv(1 << 16):
