@@ -666,7 +666,9 @@ static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint
  * of rl_http_on_up_data kicks). */
 static int write_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char *base, uint32_t end)
 {
-    int rc = u->rewrite ? rl_http_build_response_head(w, &c->out, &u->rh, base, end, c->rule, !c->keepalive)
+    int final = u->parser.status_code >= 200; /* the rule's headers and Connection: close are not for a 1xx */
+    int rc = u->rewrite ? rl_http_build_response_head(w, &c->out, &u->rh, base, end, final ? c->rule : NULL,
+                                                      final && !c->keepalive)
                         : rl_outq_write(w, &c->out, base, end);
     u->rewrite = 0;
     if (rc)
@@ -818,7 +820,8 @@ static int resp_on_header_field_complete(llhttp_t *p)
     rl_http_up *u = p->data;
     if (!u->in_head)
         return 0;
-    return rl_resp_head_field_done(&u->rh, u->resp_base, u->client ? u->client->rule : NULL) ? HPE_USER : 0;
+    const rl_rule *r = u->client && p->status_code >= 200 ? u->client->rule : NULL; /* a 1xx: hop-by-hop only */
+    return rl_resp_head_field_done(&u->rh, u->resp_base, r) ? HPE_USER : 0;
 }
 
 static int resp_on_header_value(llhttp_t *p, const char *at, size_t len)
@@ -847,6 +850,9 @@ static int resp_on_headers_complete(llhttp_t *p)
         u->retry_status = 1;
         return HPE_USER;
     }
+    /* RFC 9110 15: codes outside 100..599 are invalid, to be handled as a server error. */
+    if (status < 100 || status > 599)
+        return HPE_USER;
     /* A 101 is final: the tunnel opens only when the client asked for it and the upstream
      * switched properly; any other 101 is garbage (relayed, it would desync the client). */
     if (status == 101 && !(c && c->upgrade && p->upgrade))
@@ -859,8 +865,10 @@ static int resp_on_headers_complete(llhttp_t *p)
     if (c && !no_body && status >= 200 && status != 204 && status != 304 &&
         !(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
         c->keepalive = 0; /* the body ends when the upstream closes: so must the client's */
-    /* Final responses are written again when that changes them; 1xx pass as they are. */
-    u->rewrite = c && status >= 200 && (!c->keepalive || rl_resp_head_changes(&u->rh, c->rule));
+    /* Written again when that changes the head: a final one for the rule and Connection, a 1xx
+     * for its hop-by-hop fields; a 101's Connection/Upgrade are the switch itself. */
+    u->rewrite = c && (status >= 200 ? !c->keepalive || rl_resp_head_changes(&u->rh, c->rule)
+                                     : status != 101 && rl_resp_head_changes(&u->rh, NULL));
     if (!u->rewrite && !u->headbuf_len)
         return no_body; /* 1: llhttp skips the body */
     if (no_body)

@@ -1,6 +1,7 @@
 """Response framing from the upstream: statuses that never carry a body (204, 304, 1xx) end at
 their head whatever their headers say, a 101 is final (a tunnel only when asked for), an
-HTTP/1.0 client gets no chunked coding and no 1xx, an early response says Connection: close.
+HTTP/1.0 client gets no chunked coding and no 1xx, an early response says Connection: close,
+a status outside 100..599 is a 502 and a 1xx loses its hop-by-hop fields.
 Each test failed before its fix; the docstrings say what went wrong."""
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 
 from .backends import Reply, read_request, recv_head, write_reply
 from .conftest import SANITIZER_PRELOAD
+from ringlane_sidecar.config.model import Filter, Header, HeaderModifier
+
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule
 
 pytestmark = pytest.mark.timeout(60)
@@ -223,3 +226,37 @@ def test_early_response_that_ends_the_connection_says_connection_close(core, tcp
         assert r.status == 403
         closes = conn.at_eof(3)
         assert not closes or (r.header("connection") or "").lower() == "close", r.headers
+
+
+@pytest.mark.parametrize("status", ["099", "000", "600", "999"])
+def test_status_outside_100_to_599_is_a_502(core, http_backend, status) -> None:
+    """RFC 9110 15: codes outside 100..599 are invalid and a client should take them as a server
+    error. llhttp reads any three digits; resp_on_headers_complete relayed them, and a status
+    below 100 has no class a client can act on (HAProxy answers 502 too)."""
+    be = http_backend(raw_then_next("/odd", f"HTTP/1.1 {status} Odd\r\nContent-Length: 3\r\n\r\nodd".encode()))
+    port = free_port()
+    core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)]))
+    with Conn(port, timeout=3) as conn:
+        assert conn.request("GET", "/odd").status == 502
+    with Conn(port, timeout=3) as conn:
+        assert conn.request("GET", "/after").body == b"next"
+
+
+def test_interim_response_loses_its_hop_by_hop_fields(core, http_backend) -> None:
+    """RFC 9110 7.6.1: a proxy removes Connection and the fields it names from every message it
+    forwards; a 1xx passed as it was, so a 103's Connection: X-Hop and X-Hop reached the client.
+    The rule's response headers are for the final response only."""
+    be = http_backend(raw_then_next("/", b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n"
+                                         b"Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\r\n"
+                                         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"))
+    port = free_port()
+    sets = Filter(response_header_modifier=HeaderModifier(set=(Header("X-Rule", "y"),)))
+    core(config([http_listener(port, rule("all", "b", filters=[sets]))], [cluster("b", be.address)]))
+    with Conn(port, timeout=3) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, _, headers, _ = conn.read_head()
+        final = conn.read_response()
+    names = {k.lower() for k, _ in headers}
+    assert status == 103 and ("Link", "</a.css>; rel=preload") in headers, headers
+    assert not names & {"connection", "x-hop", "keep-alive", "x-rule"}, headers
+    assert final.status == 200 and final.body == b"final" and final.header("x-rule") == "y", final
