@@ -1,11 +1,14 @@
 /* rl_relay: the L4 TCP relay state machine. Bytes received on one side are queued for the
  * other without copying; a full queue pauses reading (backpressure); EOF on one side becomes
  * shutdown(SHUT_WR) on the other once its queue is flushed, so half-closed streams finish
- * with every byte delivered. */
+ * with every byte delivered; a reset becomes a reset on the other once what came before it
+ * was delivered. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,12 +16,14 @@
 #include "rl_conn.h"
 
 #define PAUSE_AT 4 /* queued slices on the sending side before the reader pauses */
+#define RESET_WAIT_MS 5000 /* longest a reset waits for the other side to take what came before it */
 
 typedef struct relay_side {
     rl_sock sock;
     rl_outq out;     /* bytes waiting to be sent to this side */
-    uint8_t eof;     /* this side sent FIN (or failed) */
+    uint8_t eof;     /* this side sent FIN */
     uint8_t wr_shut; /* we sent FIN to this side */
+    uint8_t reset;   /* this side reset or failed a send */
     uint8_t released;
 } relay_side;
 
@@ -28,8 +33,10 @@ typedef struct rl_relay {
     rl_cfg_hold *hold;
     uint32_t listener_slot, cluster_slot;
     const rl_endpoint *ep; /* in the held config, so valid while the relay lives */
-    rl_timer connect_timer;
+    rl_timer timer; /* the connect timeout, then the wait before passing a reset on */
+    uint64_t reset_by;
     uint8_t connected, closing;
+    uint8_t failed; /* a side reset: the other gets what is queued for it, then a reset */
     uint8_t lb; /* what rl_lb_begin counted: a session is one exchange for least-request */
 } rl_relay;
 
@@ -43,7 +50,7 @@ static void relay_close(rl_worker *w, rl_relay *r)
     if (r->closing)
         return;
     r->closing = 1;
-    rl_timer_cancel(&w->wheel, &r->connect_timer);
+    rl_timer_cancel(&w->wheel, &r->timer);
     if (r->lb)
         rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
     r->lb = 0;
@@ -58,9 +65,7 @@ static void relay_close(rl_worker *w, rl_relay *r)
     ls->conns_closed++;
 }
 
-/* One side reset: so does the other (a linger of 0 makes the close a reset), as with a direct
- * connection. A clean FIN would make a stream cut short look complete to a peer that takes
- * the close as the end of its data. */
+/* A linger of 0 makes the close a reset. */
 static void relay_abort(rl_worker *w, rl_relay *r)
 {
     struct linger lg = {1, 0};
@@ -68,6 +73,49 @@ static void relay_abort(rl_worker *w, rl_relay *r)
         if (r->side[i].sock.fd >= 0)
             setsockopt(r->side[i].sock.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     relay_close(w, r);
+}
+
+static int flushed(const relay_side *d) { return !d->out.count && !(d->sock.flags & RL_S_SENDING); }
+
+/* Bytes the kernel still holds for the peer: not sent, or sent and not acknowledged. */
+static int undelivered(int fd)
+{
+    int n = 0;
+    return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0;
+}
+
+static void reset_when_delivered(rl_worker *w, rl_relay *r);
+static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_when_delivered(w, rl_container_of(t, rl_relay, timer)); }
+
+/* The live side's queue is flushed: reset it once its kernel has delivered that too (a close
+ * with linger 0 discards what is unsent), or after RESET_WAIT_MS of a peer not reading. */
+static void reset_when_delivered(rl_worker *w, rl_relay *r)
+{
+    const relay_side *live = &r->side[r->side[0].reset];
+    if (!r->reset_by)
+        r->reset_by = w->now_ms + RESET_WAIT_MS;
+    if (w->now_ms < r->reset_by && undelivered(live->sock.fd))
+        return rl_timer_set(&w->wheel, &r->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
+    relay_abort(w, r);
+}
+
+/* Side `dead` reset (or failed a send): nothing reaches it any more. The other side gets what
+ * `dead` sent before, then a reset, as with a direct connection, whose receiver reads the data
+ * that arrived before the reset. A FIN would make a stream cut short look complete. */
+static void side_failed(rl_worker *w, rl_relay *r, int dead)
+{
+    relay_side *live = &r->side[!dead];
+    if (r->side[dead].reset) /* its recv and its send both report it */
+        return;
+    if (r->failed)
+        return relay_abort(w, r);
+    r->failed = 1;
+    r->side[dead].reset = 1;
+    rl_outq_clear(w, &r->side[dead].out);
+    if (live->sock.flags & RL_S_RECV_ON)
+        w->eng->recv_stop(w, &live->sock); /* its bytes have nowhere to go */
+    if (flushed(live))
+        reset_when_delivered(w, r);
 }
 
 static void relay_free(rl_worker *w, rl_relay *r)
@@ -111,6 +159,10 @@ static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
     rl_relay *r = of(s);
     int from = idx(r, s), to = !from;
     relay_side *d = &r->side[to];
+    if (r->failed) { /* bound for the side that reset */
+        rl_buf_unref(w, bid);
+        return;
+    }
     rl_listener_stats *ls = rl_worker_lstats(w, r->listener_slot);
     if (from == 0)
         ls->rx_bytes += len;
@@ -130,8 +182,10 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
     rl_relay *r = of(s);
     int from = idx(r, s);
     if (err)
-        return relay_abort(w, r); /* reset: nothing more can be delivered reliably */
+        return side_failed(w, r, from);
     r->side[from].eof = 1;
+    if (r->failed)
+        return;
     maybe_shutdown(w, r, !from);
 }
 
@@ -140,9 +194,14 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     rl_relay *r = of(s);
     int to = idx(r, s), from = !to;
     if (res < 0)
-        return relay_abort(w, r);
+        return side_failed(w, r, to);
     rl_outq_sent(w, &r->side[to].out, (uint32_t)res);
     rl_outq_kick(w, s, &r->side[to].out);
+    if (r->failed) {
+        if (!r->side[to].reset && flushed(&r->side[to]))
+            reset_when_delivered(w, r);
+        return;
+    }
     relay_side *src = &r->side[from];
     if (r->side[to].out.count < PAUSE_AT / 2 && !src->eof && !(src->sock.flags & RL_S_RECV_ON))
         w->eng->recv_start(w, &src->sock);
@@ -152,7 +211,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
 static void on_connected(rl_worker *w, rl_sock *s, int err)
 {
     rl_relay *r = of(s);
-    rl_timer_cancel(&w->wheel, &r->connect_timer);
+    rl_timer_cancel(&w->wheel, &r->timer);
     if (err) {
         rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
         return relay_close(w, r);
@@ -164,7 +223,7 @@ static void on_connected(rl_worker *w, rl_sock *s, int err)
 
 static void on_connect_timeout(rl_worker *w, rl_timer *t)
 {
-    rl_relay *r = rl_container_of(t, rl_relay, connect_timer);
+    rl_relay *r = rl_container_of(t, rl_relay, timer);
     rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
     relay_close(w, r);
 }
@@ -236,5 +295,5 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fd has it from the listener */
     w->eng->connect(w, &r->side[1].sock, (const struct sockaddr *)&ep->addr, ep->addrlen, cl->connect_timeout_ms);
     /* The engine-independent backstop (io_uring also links its own timeout). */
-    rl_timer_set(&w->wheel, &r->connect_timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);
+    rl_timer_set(&w->wheel, &r->timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);
 }

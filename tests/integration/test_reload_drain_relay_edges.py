@@ -1,10 +1,13 @@
 """Edges of config hot swap, drain and the TCP relay: a drain finishes a response still being
 flushed, pooled connections to a removed endpoint do not block its replacement, a reset on one
-side of the relay is a reset on the other, listeners that swap addresses keep their stats."""
+side of the relay is a reset on the other (after what came before it), listeners that swap addresses keep their stats."""
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
+import termios
 import threading
 
 import pytest
@@ -204,3 +207,58 @@ def test_ports_swapped_between_listeners_keeps_listener_stats_consistent(core, n
     st = c.listener_stats()
     for name in ("a", "b"):
         assert st[name]["conns_closed"] <= st[name]["conns_opened"], st
+
+
+def test_relay_reset_delivers_what_came_before_it(core, tcp_server) -> None:
+    """The backend sends 256 KiB and resets; the client reads only afterwards. As with a direct
+    connection (the receiver reads what arrived before the reset), every byte the proxy took in
+    reaches the client, then the reset. on_recv_end discarded the queue toward the client and
+    reset it at once, so it got a prefix of the data."""
+    payload = os.urandom(256 << 10)
+    sent = threading.Event()
+
+    def handler(conn: socket.socket, index: int) -> None:
+        conn.sendall(payload)
+        # Every byte acknowledged by the proxy's kernel (SIOCOUTQ == 0), then the reset.
+        wait_for(lambda: struct.unpack("i", fcntl.ioctl(conn, termios.TIOCOUTQ, b"\0" * 4))[0] == 0, 5,
+                 "the proxy to take in the payload")
+        reset(conn)
+        sent.set()
+
+    srv = tcp_server(handler)
+    port = free_port()
+    core(config([tcp_listener(port, "up")], [cluster("up", srv.address)]))
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the proxy holds most of it
+    s.settimeout(5)
+    s.connect(("127.0.0.1", port))
+    with s:
+        assert sent.wait(5)
+        got = bytearray()
+        with pytest.raises(ConnectionResetError):
+            while d := s.recv(65536):
+                got += d
+            raise AssertionError(f"clean EOF after {len(got)} bytes")
+    assert len(got) == len(payload) and got == payload, f"{len(got)} of {len(payload)} bytes before the reset"
+
+
+def test_relay_reset_toward_a_client_that_never_reads_is_bounded(core, tcp_server) -> None:
+    """What waits for delivery before the reset is passed on waits at most RESET_WAIT_MS (5 s):
+    a client that never reads does not keep the relay (and its buffers) forever."""
+    def handler(conn: socket.socket, index: int) -> None:
+        conn.sendall(os.urandom(1 << 20))
+        reset(conn)
+
+    srv = tcp_server(handler)
+    port = free_port()
+    c = core(config([tcp_listener(port, "up")], [cluster("up", srv.address)]))
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    with s:
+        wait_for(lambda: srv.accepted == 1, 5, "the relay to connect upstream")
+        wait_for(lambda: sum(t.conns_active for t in c.totals()) == 0, 15, "the relay to give up and reset")
+        s.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            while s.recv(1 << 16):
+                pass
