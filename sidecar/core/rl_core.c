@@ -94,7 +94,9 @@ rl_core *rl_core_new(const rl_core_opts *opts, char *err, size_t errlen)
         w->cpu = c->opts.cpus[i];
         w->eng = c->opts.engine == RL_ENGINE_IO_URING ? &rl_engine_uring : &rl_engine_epoll;
         w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        w->rng = 0x9e3779b9u * (uint32_t)(i + 1);
+        /* Seeded from the clock: sidecars started together must not all pick the same endpoints. */
+        uint64_t t = rl_now_ns();
+        w->rng = ((uint32_t)t ^ (uint32_t)(t >> 32) ^ 0x9e3779b9u * (uint32_t)(i + 1)) | 1;
     }
     int spawned = 0;
     for (int i = 0; c->workers && i < c->nworkers; i++) {

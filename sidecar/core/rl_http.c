@@ -307,6 +307,7 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
         c->start_ns = rl_now_ns();
+        c->stat_slot = c->lc->noroute_slot; /* a 400/408/431 before routing: not the last request's rule */
         arm(w, c, cfg->header_timeout_ms);
         c->head = scratch(w, cfg->max_headers);
         if (!c->head) {
@@ -623,6 +624,7 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
 
 static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
 {
+    count_response(w, c, 101); /* the exchange ends here for stats: the tunnel is not a request */
     c->state = C_TUNNEL;
     arm(w, c, 0);
     /* Bytes the client sent after its upgrade request go first. */
@@ -1029,6 +1031,7 @@ void rl_http_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     c->sock.ops = &client_ops;
     c->sock.owner = c;
     c->lc = lc;
+    c->stat_slot = lc->noroute_slot;
     c->hold = rl_worker_hold_cfg(w);
     rl_conn_track(w, &c->base, 1);
     llhttp_init(&c->parser, HTTP_REQUEST, settings);

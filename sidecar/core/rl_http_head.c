@@ -45,6 +45,10 @@ static int on_value_complete(llhttp_t *p)
     if (h->value.len && (memchr(h->base + h->value.off, '\n', h->value.len) ||
                          memchr(h->base + h->value.off, '\r', h->value.len)))
         return -1;
+    /* RFC 9110 5.5: trailing whitespace is not part of the value (llhttp keeps it). */
+    while (h->value.len && (h->base[h->value.off + h->value.len - 1] == ' ' ||
+                            h->base[h->value.off + h->value.len - 1] == '\t'))
+        h->value.len--;
     if (h->nheaders >= h->max_headers) {
         h->too_many = 1; /* llhttp reports any callback error as its own code: keep ours */
         return -1;
@@ -105,8 +109,34 @@ static rl_span host_part(const char *b, rl_span value)
         const char *colon = memchr(v, ':', value.len);
         if (colon)
             value.len = (uint32_t)(colon - v);
+        if (value.len > 1 && v[value.len - 1] == '.') /* the root label: same name (RFC 1034 3.1) */
+            value.len--;
     }
     return value;
+}
+
+/* The length of a '.' at p, plain (1) or as %2e (3); 0 when p is not one. */
+static int dot_char(const char *p, const char *e)
+{
+    if (p < e && *p == '.')
+        return 1;
+    return e - p >= 3 && p[0] == '%' && p[1] == '2' && (p[2] | 0x20) == 'e' ? 3 : 0;
+}
+
+/* A "." or ".." segment, also percent-encoded: the upstream resolves it (RFC 3986 5.2.4), so
+ * "/public/../admin" would be routed as /public and served as /admin. */
+static int has_dot_segment(const char *p, uint32_t n)
+{
+    const char *e = p + n;
+    while (p < e) {
+        const char *seg = ++p; /* after a '/' (origin-form paths start with one) */
+        while (p < e && *p != '/')
+            p++;
+        int a = dot_char(seg, p), b = a ? dot_char(seg + a, p) : 0;
+        if (a && seg + a + b == p)
+            return 1;
+    }
+    return 0;
 }
 
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq)
@@ -159,7 +189,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
      * rewritten into a request the upstream would read the same way. */
     if (p->http_major != 1)
         rq->reject = 505;
-    else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI)
+    else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI ||
+             (rq->path.len && b[rq->path.off] == '/' && has_dot_segment(b + rq->path.off, rq->path.len)))
         rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
@@ -236,7 +267,8 @@ const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const
 {
     const rl_rule *best = NULL;
     uint64_t best_score = 0;
-    const char *path = h->base + rq->path.off;
+    const char *path = rq->path.len ? h->base + rq->path.off : "/"; /* http://host?q: written up as "/" */
+    uint32_t path_len = rq->path.len ? rq->path.len : 1;
     for (uint32_t i = 0; i < lc->nrules; i++) {
         const rl_rule *r = &cfg->rules[lc->rules[i]];
         int64_t host = host_rank(r, h->base, rq->host);
@@ -244,7 +276,7 @@ const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const
             continue;
         for (uint32_t k = 0; k < r->nmatches; k++) {
             const rl_match *m = &r->matches[k];
-            if ((m->method >= 0 && m->method != rq->method) || !path_matches(m, path, rq->path.len) ||
+            if ((m->method >= 0 && m->method != rq->method) || !path_matches(m, path, path_len) ||
                 !headers_match(m, h))
                 continue;
             uint64_t score = match_score(m, host) + 1;

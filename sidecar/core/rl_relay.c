@@ -8,6 +8,7 @@
 #include <netinet/tcp.h>
 #include <linux/sockios.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -31,11 +32,13 @@ typedef struct rl_relay {
     rl_conn_base base;
     relay_side side[2]; /* 0: client, 1: upstream */
     rl_cfg_hold *hold;
+    const rl_rule *rule; /* in the held config, as ep and avoid: valid while the relay lives */
     uint32_t listener_slot, cluster_slot;
-    const rl_endpoint *ep; /* in the held config, so valid while the relay lives */
+    const rl_endpoint *ep, *avoid;
     rl_timer timer; /* the connect timeout, then the wait before passing a reset on */
     uint64_t reset_by;
-    uint8_t connected, closing;
+    uint8_t connected, closing, attempts;
+    uint8_t reconnecting; /* the failed upstream socket is being released, then another connects */
     uint8_t failed; /* a side reset: the other gets what is queued for it, then a reset */
     uint8_t lb; /* what rl_lb_begin counted: a session is one exchange for least-request */
 } rl_relay;
@@ -58,7 +61,7 @@ static void relay_close(rl_worker *w, rl_relay *r)
         rl_outq_clear(w, &r->side[i].out);
         if (r->side[i].sock.fd >= 0)
             w->eng->close(w, &r->side[i].sock);
-        else
+        else if (!(i == 1 && r->reconnecting)) /* that one reports its release */
             r->side[i].released = 1;
     }
     rl_listener_stats *ls = rl_worker_lstats(w, r->listener_slot);
@@ -127,9 +130,18 @@ static void relay_free(rl_worker *w, rl_relay *r)
     free(r);
 }
 
+static void on_retry(rl_worker *w, rl_timer *t);
+
 static void on_released(rl_worker *w, rl_sock *s)
 {
     rl_relay *r = of(s);
+    if (r->reconnecting && s == &r->side[1].sock) {
+        r->reconnecting = 0;
+        if (!r->closing) { /* the next attempt, after the rule's backoff */
+            uint32_t backoff = r->rule->retry_backoff_ms;
+            return rl_timer_set(&w->wheel, &r->timer, w->now_ms + backoff, on_retry);
+        }
+    }
     r->side[idx(r, s)].released = 1;
     if (r->side[0].released && r->side[1].released)
         relay_free(w, r);
@@ -208,14 +220,28 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     maybe_shutdown(w, r, to);
 }
 
+/* The connect failed: another attempt when the rule allows (nothing reached the upstream, so
+ * any session may go again), else the client is closed. */
+static void connect_failed(rl_worker *w, rl_relay *r)
+{
+    rl_timer_cancel(&w->wheel, &r->timer);
+    rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
+    if (!r->rule || r->attempts > r->rule->retry_attempts || !(r->rule->retry_flags & RL_RETRY_CONNECT_FAILURE))
+        return relay_close(w, r);
+    if (r->lb)
+        rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
+    r->lb = 0;
+    r->avoid = r->ep;
+    r->reconnecting = 1;
+    w->eng->close(w, &r->side[1].sock); /* on_released goes on */
+}
+
 static void on_connected(rl_worker *w, rl_sock *s, int err)
 {
     rl_relay *r = of(s);
     rl_timer_cancel(&w->wheel, &r->timer);
-    if (err) {
-        rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
-        return relay_close(w, r);
-    }
+    if (err)
+        return connect_failed(w, r);
     r->connected = 1;
     w->eng->recv_start(w, &r->side[0].sock);
     w->eng->recv_start(w, &r->side[1].sock);
@@ -223,9 +249,7 @@ static void on_connected(rl_worker *w, rl_sock *s, int err)
 
 static void on_connect_timeout(rl_worker *w, rl_timer *t)
 {
-    rl_relay *r = rl_container_of(t, rl_relay, timer);
-    rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
-    relay_close(w, r);
+    connect_failed(w, rl_container_of(t, rl_relay, timer));
 }
 
 static void relay_drain(rl_worker *w, rl_conn_base *c)
@@ -255,6 +279,47 @@ static const rl_sock_ops relay_ops = {
     .on_released = on_released,
 };
 
+/* Side 1 connects to an endpoint of the rule's backends (another than the one that failed, if
+ * there is one). 0, or -1 when there is none or the socket fails (counted as a connect error). */
+static int start_connect(rl_worker *w, rl_relay *r)
+{
+    const rl_cfg *cfg = r->hold->cfg;
+    int ci = r->rule ? rl_pick_backend(w, r->rule) : -1;
+    const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
+    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl, r->avoid) : NULL;
+    relay_side *up = &r->side[1];
+    r->attempts++;
+    memset(&up->sock, 0, sizeof(up->sock));
+    up->sock.ops = &relay_ops;
+    up->sock.owner = r;
+    up->sock.fd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    if (cl)
+        r->cluster_slot = cl->slot;
+    if (up->sock.fd < 0 || w->eng->attach(w, &up->sock)) {
+        if (cl)
+            rl_worker_cstats(w, cl->slot)->connect_errors++;
+        return -1; /* relay_close closes the fd */
+    }
+    rl_cluster_stats *cs = rl_worker_cstats(w, cl->slot);
+    cs->requests++;
+    cs->connections_opened++;
+    r->ep = ep;
+    r->lb = (uint8_t)rl_lb_begin(w, cl, &ep->addr, ep->addrlen);
+    int one = 1;
+    setsockopt(up->sock.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* the client's has it from the listener */
+    w->eng->connect(w, &up->sock, (const struct sockaddr *)&ep->addr, ep->addrlen, cl->connect_timeout_ms);
+    /* The engine-independent backstop (io_uring also links its own timeout). */
+    rl_timer_set(&w->wheel, &r->timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);
+    return 0;
+}
+
+static void on_retry(rl_worker *w, rl_timer *t)
+{
+    rl_relay *r = rl_container_of(t, rl_relay, timer);
+    if (start_connect(w, r))
+        relay_close(w, r);
+}
+
 void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
 {
     rl_relay *r = calloc(1, sizeof(*r));
@@ -273,27 +338,7 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
         r->side[i].sock.fd = -1;
     }
     r->side[0].sock.fd = fd;
-    const rl_cfg *cfg = r->hold->cfg;
-    int ci = lc->nrules ? rl_pick_backend(w, &cfg->rules[lc->rules[0]]) : -1;
-    const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
-    const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl, NULL) : NULL;
-    if (cl)
-        r->cluster_slot = cl->slot;
-    int ufd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
-    r->side[1].sock.fd = ufd; /* relay_close closes it, whatever fails below */
-    if (ufd < 0 || w->eng->attach(w, &r->side[0].sock) || w->eng->attach(w, &r->side[1].sock)) {
-        if (cl)
-            rl_worker_cstats(w, cl->slot)->connect_errors++;
-        return relay_close(w, r);
-    }
-    rl_cluster_stats *cs = rl_worker_cstats(w, cl->slot);
-    cs->requests++;
-    cs->connections_opened++;
-    r->ep = ep;
-    r->lb = (uint8_t)rl_lb_begin(w, cl, &ep->addr, ep->addrlen);
-    int one = 1;
-    setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fd has it from the listener */
-    w->eng->connect(w, &r->side[1].sock, (const struct sockaddr *)&ep->addr, ep->addrlen, cl->connect_timeout_ms);
-    /* The engine-independent backstop (io_uring also links its own timeout). */
-    rl_timer_set(&w->wheel, &r->timer, w->now_ms + cl->connect_timeout_ms + RL_TICK_MS, on_connect_timeout);
+    r->rule = lc->nrules ? &r->hold->cfg->rules[lc->rules[0]] : NULL;
+    if (w->eng->attach(w, &r->side[0].sock) || start_connect(w, r))
+        relay_close(w, r);
 }
