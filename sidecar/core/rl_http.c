@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -108,13 +109,22 @@ static void on_timer(rl_worker *w, rl_timer *t);
 static void arm(rl_worker *w, rl_http_client *c, uint32_t ms);
 static void arm_quiet(rl_worker *w, rl_http_client *c, int stall_guard);
 
-/* The last response is out. Closing while the client still sends a body would make the kernel
- * answer its unread bytes with a reset, which can destroy the response before the client reads
- * it; so, like nginx's lingering close: FIN, discard what still arrives, close at EOF or
- * LINGER_MS. */
+/* Whether the client may still be sending: a body, requests pipelined after the last one
+ * answered (read or not), or, after a response that ends the connection, requests it has not
+ * yet seen that answer for (a drain, which shuts every connection, waits only for known ones). */
+static int may_still_send(const rl_worker *w, const rl_http_client *c)
+{
+    int n = 0;
+    return c->linger || (c->state != C_IDLE && !w->draining) || c->in.count || c->replaying ||
+           (ioctl(c->sock.fd, FIONREAD, &n) == 0 && n > 0);
+}
+
+/* The last response is out. Closing while the client still sends would make the kernel answer
+ * its unread bytes with a reset, which can destroy the response before the client reads it;
+ * so, like nginx's lingering close: FIN, discard what still arrives, close at EOF or LINGER_MS. */
 static void flushed_close(rl_worker *w, rl_http_client *c)
 {
-    if (!c->linger || c->client_eof || c->state == C_LINGER)
+    if (c->client_eof || c->state == C_LINGER || !may_still_send(w, c))
         return client_close(w, c);
     c->state = C_LINGER;
     shutdown(c->sock.fd, SHUT_WR);
@@ -526,12 +536,16 @@ static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status,
     if (!may_retry(c, flag, status))
         return respond_error(w, c, fail_status);
     c->avoid = c->ep; /* the config (and so the endpoint) is held until the request ends */
-    uint32_t backoff = c->rule->retry_backoff_ms;
-    if (!backoff)
+    uint64_t at = w->now_ms + c->rule->retry_backoff_ms;
+    if (c->req_deadline && at >= c->req_deadline) { /* the request times out first: 504 then */
+        c->stall_guard = 0;
+        return rl_timer_set(&w->wheel, &c->timer, c->req_deadline, on_timer);
+    }
+    if (at == w->now_ms)
         return start_attempt(w, c);
     c->retry_wait = 1;
     c->stall_guard = 0;
-    rl_timer_set(&w->wheel, &c->timer, w->now_ms + backoff, on_timer);
+    rl_timer_set(&w->wheel, &c->timer, at, on_timer);
 }
 
 static void on_timer(rl_worker *w, rl_timer *t)

@@ -42,14 +42,15 @@ typedef struct rl_http_req {
     int upgrade;
     int idempotent;
     int reject;   /* a status to answer instead of routing (400, 505), else 0 */
+    const rl_match *match; /* set by rl_http_route: the match that chose the rule (its prefix is rewritten) */
 } rl_http_req;
 
 /* rl_http_head.c */
 void rl_http_head_settings(llhttp_settings_t *s);
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *out);
-/* The best rule of the listener for this request (Gateway API precedence), or NULL. */
-const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h,
-                             const rl_http_req *rq);
+/* The best rule of the listener for this request (Gateway API precedence), or NULL; the match
+ * that chose it goes to rq->match. */
+const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h, rl_http_req *rq);
 int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n);
 
 /* rl_http_build.c: write into q; 0, or -1 when out of buffers. */

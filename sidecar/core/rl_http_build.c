@@ -92,18 +92,15 @@ static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_
     else if (!r->has_rewrite)
         W(path, len);
     else {
-        /* The longest PathPrefix match of this rule that the path has is what gets replaced. */
-        uint32_t cut = 0;
-        for (uint32_t i = 0; i < r->nmatches; i++) {
-            uint32_t pl = r->matches[i].path.len;
-            while (pl > 1 && r->matches[i].path.p[pl - 1] == '/')
-                pl--;
-            if (pl == 1 && r->matches[i].path.p[0] == '/')
-                pl = 0;
-            if (pl <= len && pl > cut && memcmp(path, r->matches[i].path.p, pl) == 0 &&
-                (pl == len || path[pl] == '/'))
-                cut = pl;
-        }
+        /* The prefix of the match that chose the rule is what gets replaced (not the longest
+         * of the rule's prefixes: that match may have failed on method or headers). */
+        uint32_t cut = rq->match ? rq->match->path.len : 0;
+        while (cut > 1 && rq->match->path.p[cut - 1] == '/')
+            cut--;
+        if (cut == 1 && rq->match->path.p[0] == '/')
+            cut = 0;
+        if (cut > len)
+            cut = 0; /* not a prefix of this path: cannot happen for the match that routed it */
         const rl_str *rp = &r->rewrite_prefix;
         const char *rest = path + cut;
         uint32_t rest_len = len - cut;

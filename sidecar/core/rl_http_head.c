@@ -5,6 +5,8 @@
 
 #include "rl_http.h"
 
+/* NULL after the head: llhttp reports a chunked body's trailer fields through the same
+ * callbacks, and trailers go upstream as they are, with the body. */
 static rl_http_head *head_of(llhttp_t *p) { return *(rl_http_head **)p->data; }
 
 /* llhttp may report one token in several pieces: they are contiguous from base, so extend. */
@@ -19,6 +21,8 @@ static void extend(rl_span *s, const rl_http_head *h, const char *at, size_t len
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     rl_http_head *h = head_of(p);
+    if (!h)
+        return 0;
     extend(&h->url, h, at, len);
     return 0;
 }
@@ -26,6 +30,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int on_field(llhttp_t *p, const char *at, size_t len)
 {
     rl_http_head *h = head_of(p);
+    if (!h)
+        return 0;
     extend(&h->field, h, at, len);
     return 0;
 }
@@ -33,6 +39,8 @@ static int on_field(llhttp_t *p, const char *at, size_t len)
 static int on_value(llhttp_t *p, const char *at, size_t len)
 {
     rl_http_head *h = head_of(p);
+    if (!h)
+        return 0;
     extend(&h->value, h, at, len);
     h->in_value = 1;
     return 0;
@@ -41,6 +49,8 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
 static int on_value_complete(llhttp_t *p)
 {
     rl_http_head *h = head_of(p);
+    if (!h)
+        return 0;
     /* obs-fold (a value continued on the next line) is a smuggling shape llhttp 8 accepts. */
     if (h->value.len && (memchr(h->base + h->value.off, '\n', h->value.len) ||
                          memchr(h->base + h->value.off, '\r', h->value.len)))
@@ -65,7 +75,9 @@ static int on_value_complete(llhttp_t *p)
 /* An empty header value never calls on_header_value: complete it when the field completes. */
 static int on_field_complete(llhttp_t *p)
 {
-    head_of(p)->in_value = 0;
+    rl_http_head *h = head_of(p);
+    if (h)
+        h->in_value = 0;
     return 0;
 }
 
@@ -262,8 +274,7 @@ static uint64_t match_score(const rl_match *m, int64_t host)
            ((uint64_t)(m->path.len & 0xfffff) << 20) | ((uint64_t)(m->method >= 0) << 16) | (m->nheaders & 0xffff);
 }
 
-const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h,
-                             const rl_http_req *rq)
+const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h, rl_http_req *rq)
 {
     const rl_rule *best = NULL;
     uint64_t best_score = 0;
@@ -283,6 +294,7 @@ const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const
             if (score > best_score) {
                 best = r;
                 best_score = score;
+                rq->match = m;
             }
         }
     }
