@@ -123,6 +123,7 @@ typedef struct rl_listener_cfg {
 
 struct rl_cfg {
     uint64_t generation;
+    uint64_t seq; /* set by rl_core_apply: 1, 2, ... (generations are the operator's, maybe not increasing) */
     uint32_t max_header_bytes, max_headers, header_timeout_ms, idle_timeout_ms;
     uint64_t max_body_bytes; /* 0: unlimited */
     rl_listener_cfg *listeners;

@@ -220,6 +220,7 @@ int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
         cfg->listeners[i].group = g;
     }
     c->groups = groups;
+    cfg->seq = ++c->applied_seq;
     atomic_store(&cfg->holders, c->nworkers);
     rl_cfg *prev = atomic_load(&c->cfg);
     if (prev)
@@ -288,6 +289,33 @@ uint64_t rl_core_served_generation(rl_core *c)
         g = wg < g ? wg : g;
     }
     return g;
+}
+
+uint64_t rl_core_applied_seq(rl_core *c) { return c->applied_seq; }
+
+uint64_t rl_core_oldest_seq(rl_core *c)
+{
+    uint64_t g = UINT64_MAX;
+    for (int i = 0; i < c->nworkers; i++) {
+        uint64_t wg = __atomic_load_n(&c->workers[i]->totals.oldest_seq, __ATOMIC_ACQUIRE);
+        g = wg < g ? wg : g;
+    }
+    return g;
+}
+
+void rl_core_reset_slot(rl_core *c, int table, uint32_t slot)
+{
+    if (slot >= RL_MAX_SLOTS)
+        return;
+    for (int i = 0; i < c->nworkers; i++) {
+        rl_worker *w = c->workers[i];
+        void *p = table == 0   ? (void *)__atomic_load_n(&w->lstats[slot], __ATOMIC_ACQUIRE)
+                  : table == 1 ? (void *)__atomic_load_n(&w->rstats[slot], __ATOMIC_ACQUIRE)
+                               : (void *)__atomic_load_n(&w->cstats[slot], __ATOMIC_ACQUIRE);
+        size_t n = table == 0 ? sizeof(rl_listener_stats) : table == 1 ? sizeof(rl_rule_stats) : sizeof(rl_cluster_stats);
+        if (p) /* no worker writes it: no live config has the slot */
+            memset(p, 0, n);
+    }
 }
 
 int rl_core_read_totals(rl_core *c, int i, rl_worker_totals *out)

@@ -36,6 +36,13 @@ void rl_core_free(rl_core *core);
 int rl_core_nworkers(rl_core *core);
 int rl_core_worker_cpu(rl_core *core, int worker);
 uint64_t rl_core_served_generation(rl_core *core);
+/* Configs are numbered 1, 2, ... as applied: the last one applied, and the oldest one a worker
+ * still holds (for connections that began on it). Names only older configs had are unused. */
+uint64_t rl_core_applied_seq(rl_core *core);
+uint64_t rl_core_oldest_seq(rl_core *core);
+/* Zero every worker's counters of a stats slot (0 listener, 1 rule, 2 cluster) that no live
+ * config names, before it is given to another name. */
+void rl_core_reset_slot(rl_core *core, int table, uint32_t slot);
 int rl_core_read_totals(rl_core *core, int worker, rl_worker_totals *out);
 int rl_core_read_listener(rl_core *core, int worker, uint32_t slot, rl_listener_stats *out);
 int rl_core_read_rule(rl_core *core, int worker, uint32_t slot, rl_rule_stats *out);
@@ -61,6 +68,7 @@ struct rl_core {
     atomic_int draining;
     atomic_uint drain_timeout_ms;
     rl_listen_group *groups; /* groups of the latest config */
+    uint64_t applied_seq;    /* of the latest config (rl_core_apply runs on one thread) */
     pthread_mutex_t start_mu;
     pthread_cond_t start_cv;
     int started, start_err;

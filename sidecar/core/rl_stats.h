@@ -38,6 +38,7 @@ typedef struct rl_worker_totals {
     uint64_t epoll_waits;
     uint64_t loop_turns;
     uint64_t config_generation;    /* generation this worker serves */
+    uint64_t oldest_seq;           /* oldest config it still holds (rl_core_applied_seq numbering) */
     uint64_t conns_active;         /* client connections open now */
     uint64_t upstream_conns_active;
     uint64_t upstream_conns_idle;

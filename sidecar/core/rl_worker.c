@@ -60,6 +60,14 @@ rl_cfg_hold *rl_worker_hold_cfg(rl_worker *w)
     return w->cur_hold;
 }
 
+/* Holds are appended as configs are adopted, so the first is the oldest. */
+static void publish_oldest(rl_worker *w)
+{
+    if (!rl_list_empty(&w->holds))
+        __atomic_store_n(&w->totals.oldest_seq, rl_container_of(w->holds.next, rl_cfg_hold, node)->cfg->seq,
+                         __ATOMIC_RELEASE);
+}
+
 static void drop_hold(rl_worker *w, rl_cfg_hold *h)
 {
     rl_list_unlink(&h->node);
@@ -67,6 +75,7 @@ static void drop_hold(rl_worker *w, rl_cfg_hold *h)
     if (h == w->cur_hold)
         w->cur_hold = NULL;
     free(h);
+    publish_oldest(w);
 }
 
 void rl_worker_release_cfg(rl_worker *w, rl_cfg_hold *h)
@@ -144,6 +153,7 @@ static void switch_cfg(rl_worker *w, rl_cfg *cfg)
             close_listener(w, l);
     }
     __atomic_store_n(&w->totals.config_generation, cfg->generation, __ATOMIC_RELEASE);
+    publish_oldest(w);
 }
 
 static void resume_accept(rl_worker *w, rl_timer *t)

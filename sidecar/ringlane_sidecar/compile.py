@@ -1,14 +1,12 @@
 """Compile a validated Config into the C core's immutable config (rl_cfg).
 
-Stats labels are "slots": small integers that the SlotTable hands out per name for the life
-of the process, so a listener, rule or cluster keeps its counters across reloads (names of a
-config the core refused are given back).
+Stats labels are "slots" (ringlane_sidecar.slots): small integers per listener, rule and
+cluster name, so each keeps its counters across reloads.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from ringlane_sidecar.config import Config, HeaderModifier, Rule
+from ringlane_sidecar.slots import OutOfSlots, Slots
 
 LB = {"round-robin": 0, "least-request": 1, "random": 2}
 PROTO = {"http": 0, "tcp": 1}
@@ -28,48 +26,6 @@ def split_rule_key(key: str) -> tuple[str, str]:
 
 class CompileError(Exception):
     """The config is valid but the core cannot take it (e.g. out of label slots)."""
-
-
-@dataclass
-class SlotTable:
-    """Stable small integers per name; never reused while the process lives."""
-
-    capacity: int
-    slots: dict[str, int] = field(default_factory=dict)
-
-    def slot(self, name: str) -> int:
-        if name not in self.slots:
-            if len(self.slots) >= self.capacity:
-                raise CompileError(f"more than {self.capacity} distinct names seen: {name!r}")
-            self.slots[name] = len(self.slots)
-        return self.slots[name]
-
-    def names(self) -> dict[int, str]:
-        return {v: k for k, v in self.slots.items()}
-
-    def forget_from(self, mark: int) -> None:
-        """Give back the slots handed out since len() was mark (a config the core refused)."""
-        self.slots = {k: v for k, v in self.slots.items() if v < mark}
-
-
-@dataclass
-class Slots:
-    listeners: SlotTable
-    rules: SlotTable
-    clusters: SlotTable
-
-    @classmethod
-    def new(cls, capacity: int) -> "Slots":
-        return cls(SlotTable(capacity), SlotTable(capacity), SlotTable(capacity))
-
-    def mark(self) -> tuple[int, int, int]:
-        return len(self.listeners.slots), len(self.rules.slots), len(self.clusters.slots)
-
-    def forget_from(self, mark: tuple[int, int, int]) -> None:
-        """Names only a refused config used take no slot (no worker ever counted on them), so
-        rejected configs neither use up the tables nor show as series on /metrics."""
-        for table, n in zip((self.listeners, self.rules, self.clusters), mark):
-            table.forget_from(n)
 
 
 def _check(rc: int, what: str) -> int:
@@ -156,6 +112,9 @@ def compile_config(cfg: Config, slots: Slots, ffi, lib):  # type: ignore[no-unty
                     else:
                         lib.rl_cfg_rule_retry_on(c, ri, 0, int(on))
                 _rule_filters(ffi, lib, c, ri, rule)
+    except OutOfSlots as exc:
+        lib.rl_cfg_free(c)
+        raise CompileError(str(exc)) from None
     except BaseException:
         lib.rl_cfg_free(c)
         raise

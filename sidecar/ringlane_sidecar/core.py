@@ -5,7 +5,8 @@ import os
 from dataclasses import dataclass
 from typing import Iterator
 
-from ringlane_sidecar.compile import Slots, compile_config, split_rule_key
+from ringlane_sidecar.compile import compile_config, split_rule_key
+from ringlane_sidecar.slots import Slots
 from ringlane_sidecar.config import Config
 
 ENGINES = {"io_uring": 1, "epoll": 2}
@@ -66,18 +67,26 @@ class Core:
     def apply(self, cfg: Config) -> None:
         """Publish a config to every worker; raises CoreError (old config stays) on failure."""
         ffi, lib = self._ffi, self._lib
-        mark = self.slots.mark()
+        saved = self.slots.begin(self.oldest_seq())
         try:
             c = compile_config(cfg, self.slots, ffi, lib)
+            for table, slot in self.slots.recycled():
+                lib.rl_core_reset_slot(self._core, table, slot)
             err = ffi.new("char[256]")
             if lib.rl_core_apply(self._core, c, err, 256) != 0:
                 raise CoreError(ffi.string(err).decode(errors="replace"))
         except BaseException:
-            self.slots.forget_from(mark)
+            self.slots.restore(saved)
             raise
+        self.slots.commit(int(lib.rl_core_applied_seq(self._core)))
 
     def served_generation(self) -> int:
         return int(self._lib.rl_core_served_generation(self._core))
+
+    def oldest_seq(self) -> int:
+        """The oldest config still in use (by connections that began on it), numbered 1, 2, ...
+        in the order applied."""
+        return int(self._lib.rl_core_oldest_seq(self._core))
 
     def drain(self, timeout_ms: int) -> None:
         self._lib.rl_core_drain(self._core, timeout_ms)
@@ -113,7 +122,7 @@ class Core:
         ffi, lib = self._ffi, self._lib
         out = ffi.new("rl_listener_stats *")
         result: dict[str, dict[str, int]] = {}
-        for slot, name in self.slots.listeners.names().items():
+        for slot, name in self.slots.listeners.names(self.oldest_seq()).items():
             acc = {"conns_opened": 0, "conns_closed": 0, "rx_bytes": 0, "tx_bytes": 0}
             for i in self.workers():
                 if lib.rl_core_read_listener(self._core, i, slot, out) == 0:
@@ -127,7 +136,7 @@ class Core:
         ffi, lib = self._ffi, self._lib
         out = ffi.new("rl_rule_stats *")
         result: dict[tuple[str, str], dict[str, object]] = {}
-        for slot, name in self.slots.rules.names().items():
+        for slot, name in self.slots.rules.names(self.oldest_seq()).items():
             codes = [0] * 5
             buckets = [0] * lib.RL_HIST_BUCKETS
             total_ns = 0
@@ -146,7 +155,7 @@ class Core:
         ffi, lib = self._ffi, self._lib
         out = ffi.new("rl_cluster_stats *")
         result: dict[str, dict[str, int]] = {}
-        for slot, name in self.slots.clusters.names().items():
+        for slot, name in self.slots.clusters.names(self.oldest_seq()).items():
             acc = {"requests": 0, "connect_errors": 0, "connections_opened": 0, "active": 0}
             for i in self.workers():
                 if lib.rl_core_read_cluster(self._core, i, slot, out) == 0:

@@ -1,15 +1,17 @@
 """Edges of routing and of per-rule stats found in a review; each test failed before its fix.
 Stats: a request refused before routing (400/408/431) counts on its own listener's no-route
-series, not on the first listener's or the previous request's rule; an upgrade counts once (101).
+series, not on the first listener's or the previous request's rule; an upgrade counts once (101);
+the stats slots of departed names are reused once no connection counts on them.
 Routing: header values lose trailing whitespace (RFC 9110 5.5), a Host's trailing dot is the
 same name, an absolute-form target without a path is "/", dot segments are a 400."""
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
-from .helpers import Conn, cluster, config, free_port, get, http_listener, nginx_echo, rule, wait_for
+from .helpers import Conn, build_request, cluster, config, free_port, get, http_listener, nginx_echo, rule, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -158,9 +160,9 @@ def test_tcp_retry_on_connect_failure_is_honoured(core, tcp_server) -> None:
 
 
 def test_route_churn_does_not_exhaust_stat_slots(core, nginx) -> None:
-    """Rule names are never given back while the process lives, so a long-lived sidecar whose
-    ProxyRoutes come and go (preview environments, renamed routes) eventually refuses every new
-    config, although no single config is large."""
+    """Rule names were never given back while the process lived, so a long-lived sidecar whose
+    ProxyRoutes come and go (preview environments, renamed routes) ended up refusing every new
+    config (4096 names), although no single config is large."""
     from .conftest import apply_and_wait
     port = free_port()
     c = core(cpus=[0])
@@ -191,3 +193,47 @@ def test_dots_that_are_not_dot_segments_route(core, nginx, path) -> None:
     core(config([http_listener(port, rule("public", "a", prefix="/public", tag=True))], [cluster("a", nginx.a)]),
          cpus=[0])
     assert route_of(port, path) == "public"
+
+
+def test_a_departed_rules_slot_waits_for_its_last_connection_then_counts_from_zero(core, http_backend) -> None:
+    """With the rule table full (3 slots here: the listener's no-route series, a, b), a new rule
+    may take the slot of a rule that left only once no connection still serves a config that had
+    it: until then the config is refused (its counters would mix), after that the slot is zeroed
+    and the departed rule is no longer reported."""
+    from ringlane_sidecar.compile import CompileError
+    from ringlane_sidecar.slots import Slots
+
+    from .backends import Reply
+    from .conftest import apply_and_wait
+
+    release = threading.Event()
+
+    def app(req):  # type: ignore[no-untyped-def]
+        if req.target == "/slow":
+            release.wait(10)
+        return Reply(200, b"ok")
+
+    be = http_backend(app)
+    port = free_port()
+    c = core(cpus=[0])
+    c.slots = Slots.new(3)
+    gen = lambda n, name: config([http_listener(port, rule(name, "b"))], [cluster("b", be.address)], generation=n)  # noqa: E731
+    apply_and_wait(c, gen(1, "a"))
+    slow = Conn(port, timeout=10)
+    try:
+        slow.send(build_request("GET", "/slow"))
+        wait_for(lambda: be.count == 1, 5, "the slow request to reach the backend")
+        apply_and_wait(c, gen(2, "b"))
+        with pytest.raises(CompileError, match="more than 3 names in use"):
+            c.apply(gen(3, "c"))  # a: still served by the slow connection's config
+        release.set()
+        assert slow.read_response().status == 200
+    finally:
+        release.set()
+        slow.close()
+    wait_for(lambda: c.oldest_seq() == 2, 5, "the first config to be let go")
+    assert ("web", "a") not in c.rule_stats()
+    apply_and_wait(c, gen(3, "c"))
+    assert sum(c.rule_stats()[("web", "c")]["codes"].values()) == 0  # a's slot, zeroed
+    assert get(port, "/x").status == 200
+    wait_for(lambda: c.rule_stats()[("web", "c")]["codes"]["2xx"] == 1, 5, "c's one request to count")

@@ -1,0 +1,66 @@
+"""ringlane_sidecar.slots: stats slots stay with their name across reloads, go back to the pool
+only once no live config has the name, and a refused config takes none."""
+from __future__ import annotations
+
+import pytest
+
+from ringlane_sidecar.slots import OutOfSlots, Slots, SlotTable
+
+
+def apply(t: SlotTable, names: list[str], seq: int, oldest_live: int) -> dict[str, int]:
+    """One successful compile + apply of a config naming `names`, applied as config `seq`."""
+    t.oldest_live = oldest_live
+    got = {n: t.slot(n) for n in names}
+    t.commit(seq)
+    return got
+
+
+def test_a_name_keeps_its_slot_across_reloads_and_when_it_comes_back() -> None:
+    t = SlotTable(8)
+    first = apply(t, ["a", "b"], 1, 0)
+    assert apply(t, ["b", "c"], 2, 1)["b"] == first["b"]
+    assert apply(t, ["a", "b", "c"], 3, 1)["a"] == first["a"]  # retired, not reused: the same slot
+    assert t.retired == {}
+
+
+def test_full_table_reuses_only_names_no_live_config_has() -> None:
+    t = SlotTable(2)
+    apply(t, ["a"], 1, 0)
+    apply(t, ["b"], 2, 1)  # a retired as of config 2
+    t.oldest_live = 1  # a connection still serves config 1, which has a
+    with pytest.raises(OutOfSlots, match="more than 2 names in use"):
+        t.slot("c")
+    t.named.clear()
+    got = apply(t, ["b", "c"], 3, 2)  # config 1 is gone: a's slot goes to c
+    assert got["c"] == 0 and t.recycled == [] and "a" not in t.slots
+
+
+def test_the_longest_gone_name_is_reused_first() -> None:
+    t = SlotTable(3)
+    apply(t, ["a", "b", "c"], 1, 0)
+    apply(t, ["b", "c"], 2, 1)  # a gone as of 2
+    apply(t, ["c"], 3, 2)  # b gone as of 3
+    t.oldest_live = 3
+    assert t.slot("d") == 0 and t.recycled == [0]
+
+
+def test_names_reported_are_those_of_live_configs() -> None:
+    t = SlotTable(4)
+    apply(t, ["a", "b"], 1, 0)
+    apply(t, ["b"], 2, 1)
+    assert t.names(oldest_live=1) == {0: "a", 1: "b"}  # config 1 still serves: a still counts
+    assert t.names(oldest_live=2) == {1: "b"}
+
+
+def test_refused_config_gives_back_its_slots_and_recycling() -> None:
+    s = Slots.new(1)
+    s.begin(oldest_live=0)
+    s.rules.slot("a")
+    s.commit(1)
+    s.begin(oldest_live=1)
+    s.commit(2)  # a config without a: a retired as of 2
+    saved = s.begin(oldest_live=2)
+    s.rules.slot("b")  # takes a's slot; then the core refuses the config
+    assert s.recycled() == [(1, 0)]
+    s.restore(saved)
+    assert s.rules.slots == {"a": 0} and s.rules.retired == {"a": 2} and s.recycled() == []
