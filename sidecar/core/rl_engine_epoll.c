@@ -26,6 +26,10 @@ static void push_pending(rl_worker *w, rl_sock *s)
 {
     if (s->flags & RL_S_PENDING)
         return;
+    if (s->flags & RL_S_STARVED) { /* the same list node: off the starved list first (do_reads puts it back) */
+        rl_list_unlink(&s->pending);
+        s->flags &= (uint16_t)~RL_S_STARVED;
+    }
     s->flags |= RL_S_PENDING;
     rl_list_push_back(&st(w)->pending, &s->pending);
 }

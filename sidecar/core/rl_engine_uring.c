@@ -329,10 +329,12 @@ static void ur_close(rl_worker *w, rl_sock *s)
         s->flags |= RL_S_CANCELING;
         cancel(w, s, OP_RECV);
     }
-    /* A send waiting for room would hold the socket (and its buffers) open: cancel it. A
-     * connect holds its own file reference and completes on its own (its timeout is linked). */
+    /* A send waiting for room would hold the socket (and its buffers) open, a connect its file
+     * and the connection object until it times out (which may be never): cancel them. */
     if (s->flags & RL_S_SENDING)
         cancel(w, s, OP_SEND);
+    if (s->flags & RL_S_CONNECTING)
+        cancel(w, s, OP_CONNECT);
     close_after_submit(st(w), s->fd);
     s->fd = -1;
     maybe_release(w, s);
