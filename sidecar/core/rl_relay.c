@@ -17,7 +17,7 @@
 #include "rl_conn.h"
 
 #define PAUSE_AT 4 /* queued slices on the sending side before the reader pauses */
-#define RESET_WAIT_MS 5000 /* longest a reset waits for the other side to take what came before it */
+#define RESET_STALL_MS 1000 /* a reset waits for the other side to take what came before it while it does */
 
 typedef struct relay_side {
     rl_sock sock;
@@ -36,7 +36,8 @@ typedef struct rl_relay {
     uint32_t listener_slot, cluster_slot;
     const rl_endpoint *ep, *avoid;
     rl_timer timer; /* the connect timeout, then the wait before passing a reset on */
-    uint64_t reset_by;
+    uint64_t reset_moved;  /* when the bytes still owed to the live side last went down */
+    uint64_t reset_owed;
     uint8_t connected, closing, attempts;
     uint8_t reconnecting; /* the failed upstream socket is being released, then another connects */
     uint8_t failed; /* a side reset: the other gets what is queued for it, then a reset */
@@ -80,24 +81,27 @@ static void relay_abort(rl_worker *w, rl_relay *r)
 
 static int flushed(const relay_side *d) { return !d->out.count && !(d->sock.flags & RL_S_SENDING); }
 
-/* Bytes the kernel still holds for the peer: not sent, or sent and not acknowledged. */
-static int undelivered(int fd)
+/* Bytes still owed to a side: queued here, or held by the kernel (unsent or unacknowledged). */
+static uint64_t owed(const relay_side *d)
 {
     int n = 0;
-    return ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0;
+    return d->out.bytes + (ioctl(d->sock.fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint64_t)n : 0);
 }
 
 static void reset_when_delivered(rl_worker *w, rl_relay *r);
 static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_when_delivered(w, rl_container_of(t, rl_relay, timer)); }
 
-/* The live side's queue is flushed: reset it once its kernel has delivered that too (a close
- * with linger 0 discards what is unsent), or after RESET_WAIT_MS of a peer not reading. */
+/* Reset the live side once everything owed to it was delivered (a close with linger 0 discards
+ * what the kernel has not sent), or once its peer took nothing for RESET_STALL_MS (its own EOF
+ * or reset goes unseen: the relay no longer reads it). */
 static void reset_when_delivered(rl_worker *w, rl_relay *r)
 {
-    const relay_side *live = &r->side[r->side[0].reset];
-    if (!r->reset_by)
-        r->reset_by = w->now_ms + RESET_WAIT_MS;
-    if (w->now_ms < r->reset_by && undelivered(live->sock.fd))
+    uint64_t left = owed(&r->side[r->side[0].reset]);
+    if (!r->reset_moved || left < r->reset_owed) {
+        r->reset_owed = left;
+        r->reset_moved = w->now_ms;
+    }
+    if (left && w->now_ms - r->reset_moved < RESET_STALL_MS)
         return rl_timer_set(&w->wheel, &r->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
     relay_abort(w, r);
 }
@@ -117,8 +121,7 @@ static void side_failed(rl_worker *w, rl_relay *r, int dead)
     rl_outq_clear(w, &r->side[dead].out);
     if (live->sock.flags & RL_S_RECV_ON)
         w->eng->recv_stop(w, &live->sock); /* its bytes have nowhere to go */
-    if (flushed(live))
-        reset_when_delivered(w, r);
+    reset_when_delivered(w, r);
 }
 
 static void relay_free(rl_worker *w, rl_relay *r)

@@ -243,8 +243,8 @@ def test_relay_reset_delivers_what_came_before_it(core, tcp_server) -> None:
 
 
 def test_relay_reset_toward_a_client_that_never_reads_is_bounded(core, tcp_server) -> None:
-    """What waits for delivery before the reset is passed on waits at most RESET_WAIT_MS (5 s):
-    a client that never reads does not keep the relay (and its buffers) forever."""
+    """Passing a reset on waits for delivery only while the other side takes bytes: a client that
+    stops reading for RESET_STALL_MS (1 s) does not keep the relay (and its buffers) forever."""
     def handler(conn: socket.socket, index: int) -> None:
         conn.sendall(os.urandom(1 << 20))
         reset(conn)
