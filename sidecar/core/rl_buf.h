@@ -1,7 +1,13 @@
 /* rl_buf: a worker's buffer slab. Receive buffers (ids 0..nrecv-1) live in the io_uring
  * provided-buffer ring or, for epoll, on a free stack; transmit buffers (the rest) hold bytes
  * the proxy writes itself (rewritten request heads, error responses). A buffer may be shared
- * by several queued slices, so it carries a small reference count. */
+ * by several queued slices, so it carries a small reference count.
+ *
+ * Spill buffers (ids after the slab's) are transmit buffers allocated from the heap while the
+ * slab's are all in use, and freed when done. When most receive buffers sit in queues to peers
+ * that do not read, received bytes are copied into them (rl_worker_rx_take), so the receive
+ * pool never runs dry: else no socket of the worker could be read (a slow reader's denial of
+ * service, or a deadlock of peers that write before they read). */
 #ifndef RL_BUF_H
 #define RL_BUF_H
 
@@ -18,23 +24,33 @@ typedef struct rl_bufs {
     uint32_t ntx_free;
     uint16_t *rx_free; /* epoll only: receive buffers not in use */
     uint32_t nrx_free;
+    uint32_t rx_held;  /* receive buffers the proxy holds (not in the ring / on the free stack) */
+    uint32_t nspill;   /* spill buffer ids: nrecv + ntx .. + nspill - 1 */
+    char **spill;      /* their memory, NULL while free */
+    uint16_t *spill_free;
+    uint32_t nspill_free;
 } rl_bufs;
 
-int rl_bufs_init(rl_bufs *b, uint32_t size, uint32_t nrecv, uint32_t ntx);
+int rl_bufs_init(rl_bufs *b, uint32_t size, uint32_t nrecv, uint32_t ntx, uint32_t nspill);
 void rl_bufs_fini(rl_bufs *b);
 
-static inline char *rl_buf_data(const rl_bufs *b, uint16_t bid) { return b->slab + (size_t)bid * b->size; }
-static inline int rl_buf_is_rx(const rl_bufs *b, uint16_t bid) { return bid < b->nrecv; }
-
-/* A transmit buffer with one reference, or -1 when all are in use. */
-static inline int rl_buf_tx_get(rl_bufs *b)
+static inline char *rl_buf_data(const rl_bufs *b, uint16_t bid)
 {
-    if (!b->ntx_free)
-        return -1;
-    uint16_t bid = b->tx_free[--b->ntx_free];
-    b->refs[bid] = 1;
-    return bid;
+    uint32_t nslab = b->nrecv + b->ntx;
+    return bid < nslab ? b->slab + (size_t)bid * b->size : b->spill[bid - nslab];
 }
+static inline int rl_buf_is_rx(const rl_bufs *b, uint16_t bid) { return bid < b->nrecv; }
+static inline int rl_buf_is_spill(const rl_bufs *b, uint16_t bid) { return bid >= b->nrecv + b->ntx; }
+/* Most receive buffers are held: what arrives now is better copied out (see above). */
+static inline int rl_buf_rx_scarce(const rl_bufs *b) { return b->rx_held >= b->nrecv - b->nrecv / 4; }
+
+/* A transmit buffer with one reference (the slab's first, then a spill one), or -1 when all
+ * are in use or the heap has none. */
+int rl_buf_tx_get(rl_bufs *b);
+/* A spill buffer with one reference, or -1. */
+int rl_buf_spill_get(rl_bufs *b);
+/* A spill buffer whose last reference went: its memory goes back to the heap. */
+void rl_buf_spill_put(rl_bufs *b, uint16_t bid);
 
 /* A slice is a byte range of one buffer queued for sending. */
 typedef struct rl_slice {

@@ -25,6 +25,7 @@ typedef struct rl_core_opts {
     uint32_t buf_size;      /* receive/transmit buffer size, default 16 KiB */
     uint32_t nrecv_bufs;    /* per worker, default 1024 */
     uint32_t ntx_bufs;      /* per worker, default 512 */
+    uint32_t nspill_bufs;   /* heap buffers at most, per worker (rl_buf.h); 0: as many as ids allow */
     uint32_t ring_entries;  /* io_uring SQ size, default 1024 */
 } rl_core_opts;
 

@@ -180,8 +180,7 @@ static void do_reads(rl_worker *w, rl_sock *s)
              * Not after a FIN was reported: no edge follows it, the EOF must be read now. */
             if ((uint32_t)n < w->bufs.size && !(s->flags & RL_S_HUP_SEEN))
                 s->flags &= (uint16_t)~RL_S_READABLE;
-            w->bufs.refs[bid] = 1;
-            s->ops->on_recv(w, s, bid, (uint32_t)n);
+            s->ops->on_recv(w, s, rl_worker_rx_take(w, bid, (uint32_t)n), (uint32_t)n);
             continue;
         }
         w->bufs.rx_free[w->bufs.nrx_free++] = bid;

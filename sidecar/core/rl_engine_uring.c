@@ -352,7 +352,7 @@ static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
     int more = cqe->flags & IORING_CQE_F_MORE;
     if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
         uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-        w->bufs.refs[bid] = 1;
+        bid = rl_worker_rx_take(w, bid, (uint32_t)cqe->res);
         if (s->flags & RL_S_CLOSED)
             rl_buf_unref(w, bid);
         else

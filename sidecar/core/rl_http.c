@@ -448,7 +448,11 @@ static void feed(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, ui
         if (c->state == C_TUNNEL) {
             if (len && c->up) {
                 rl_buf_ref(w, bid);
-                rl_outq_push(w, rl_http_up_outq(c->up), bid, off, len);
+                if (rl_outq_push(w, rl_http_up_outq(c->up), bid, off, len)) { /* out of memory */
+                    rl_buf_unref(w, bid);
+                    client_close(w, c);
+                    break;
+                }
                 rl_http_up_send(w, c->up);
                 if (rl_http_up_outq(c->up)->count >= PAUSE_AT)
                     w->eng->recv_stop(w, &c->sock);

@@ -42,6 +42,7 @@ typedef struct rl_worker_totals {
     uint64_t conns_active;         /* client connections open now */
     uint64_t upstream_conns_active;
     uint64_t upstream_conns_idle;
+    uint64_t rx_copied;            /* receives copied out of a scarce receive-buffer pool */
 } rl_worker_totals;
 /* cffi:end */
 

@@ -48,10 +48,29 @@ void rl_buf_unref(rl_worker *w, uint16_t bid)
 {
     if (--w->bufs.refs[bid])
         return;
-    if (rl_buf_is_rx(&w->bufs, bid))
+    if (rl_buf_is_rx(&w->bufs, bid)) {
+        w->bufs.rx_held--;
         w->eng->buf_recycle(w, bid);
-    else
+    } else if (rl_buf_is_spill(&w->bufs, bid)) {
+        rl_buf_spill_put(&w->bufs, bid);
+    } else {
         w->bufs.tx_free[w->bufs.ntx_free++] = bid;
+    }
+}
+
+uint16_t rl_worker_rx_take(rl_worker *w, uint16_t bid, uint32_t len)
+{
+    w->bufs.refs[bid] = 1;
+    w->bufs.rx_held++;
+    if (rl_likely(!rl_buf_rx_scarce(&w->bufs)))
+        return bid;
+    int copy = rl_buf_spill_get(&w->bufs); /* not the slab's transmit buffers: heads need those */
+    if (copy < 0)
+        return bid; /* the heap has none either: reading pauses as the queues fill */
+    memcpy(rl_buf_data(&w->bufs, (uint16_t)copy), rl_buf_data(&w->bufs, bid), len);
+    rl_buf_unref(w, bid); /* back to the pool at once */
+    w->totals.rx_copied++;
+    return (uint16_t)copy;
 }
 
 rl_cfg_hold *rl_worker_hold_cfg(rl_worker *w)
@@ -252,7 +271,8 @@ void *rl_worker_main(void *arg)
     rl_wheel_init(&w->wheel, w->now_ms);
     w->accepting = 1;
     int rc = pin(w, err, sizeof(err));
-    if (!rc && rl_bufs_init(&w->bufs, core->opts.buf_size, core->opts.nrecv_bufs, core->opts.ntx_bufs)) {
+    if (!rc && rl_bufs_init(&w->bufs, core->opts.buf_size, core->opts.nrecv_bufs, core->opts.ntx_bufs,
+                                 core->opts.nspill_bufs)) {
         rc = -ENOMEM;
         snprintf(err, sizeof(err), "worker %d: cannot allocate buffers", w->index);
     }

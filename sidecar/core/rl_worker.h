@@ -84,6 +84,9 @@ rl_pool *rl_worker_pool(rl_worker *w, uint32_t slot);
 /* Buffer reference counting (receive buffers go back to the engine at zero). */
 static inline void rl_buf_ref(rl_worker *w, uint16_t bid) { w->bufs.refs[bid]++; }
 void rl_buf_unref(rl_worker *w, uint16_t bid);
+/* An engine hands a filled receive buffer to the proxy: the id to pass on (one reference), a
+ * spill copy when receive buffers are scarce (rl_buf.h). */
+uint16_t rl_worker_rx_take(rl_worker *w, uint16_t bid, uint32_t len);
 
 /* Connection accounting against the config each connection started on. */
 rl_cfg_hold *rl_worker_hold_cfg(rl_worker *w);

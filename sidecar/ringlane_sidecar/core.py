@@ -39,11 +39,12 @@ class WorkerTotals:
     conns_active: int
     upstream_conns_active: int
     upstream_conns_idle: int
+    rx_copied: int  # receives copied out of a scarce receive-buffer pool
 
 
 class Core:
     def __init__(self, engine: str, cpus: list[int | None], buf_size: int = 16384,
-                 recv_bufs: int = 1024, tx_bufs: int = 512) -> None:
+                 recv_bufs: int = 1024, tx_bufs: int = 512, spill_bufs: int = 0) -> None:
         ffi, lib = _ffi()
         self._ffi, self._lib = ffi, lib
         if engine not in ENGINES:
@@ -56,6 +57,7 @@ class Core:
         for i, cpu in enumerate(cpus):
             opts.cpus[i] = -1 if cpu is None else cpu
         opts.buf_size, opts.nrecv_bufs, opts.ntx_bufs = buf_size, recv_bufs, tx_bufs
+        opts.nspill_bufs = spill_bufs  # 0: as many as buffer ids allow
         err = ffi.new("char[256]")
         self._core = lib.rl_core_new(opts, err, 256)
         if self._core == ffi.NULL:
@@ -116,7 +118,7 @@ class Core:
             lib.rl_core_read_totals(self._core, i, out)
             yield WorkerTotals(out.uring_submits, out.uring_enters, out.uring_buf_exhausted,
                                out.epoll_waits, out.loop_turns, out.config_generation, out.conns_active,
-                               out.upstream_conns_active, out.upstream_conns_idle)
+                               out.upstream_conns_active, out.upstream_conns_idle, out.rx_copied)
 
     def listener_stats(self) -> dict[str, dict[str, int]]:
         ffi, lib = self._ffi, self._lib

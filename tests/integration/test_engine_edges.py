@@ -1,7 +1,8 @@
 """Engine edges found in a review, each test failed before its fix (on the engine named in its
 docstring; both engines run it): a socket starved of receive buffers that also sends (epoll
 corrupted its lists and spun), a socket closed while connecting (io_uring kept it until the
-connect timed out).
+connect timed out), receive buffers all parked in queues to peers that do not read (the worker
+could read no socket any more).
 
 Scenarios that can hang a worker run the core in a child Python (a spinning worker cannot be
 joined by Core.close()); the parent only waits for the child's exit code with a deadline."""
@@ -112,7 +113,7 @@ def _child_starved_socket_sends(engine: str) -> None:
 
     srv = TcpServer(pusher)
     port = free_port()
-    c = Core(engine, [0], buf_size=4096, recv_bufs=8)
+    c = Core(engine, [0], buf_size=4096, recv_bufs=8, spill_bufs=1)  # no heap copies to fall back on
     cfg = config([tcp_listener(port, "p")], [cluster("p", srv.address)])
     c.apply(cfg)
     wait_for(lambda: c.served_generation() == cfg.generation, 5, "config")
@@ -190,3 +191,82 @@ def test_upstream_closed_while_connecting_is_released_at_once(core, blackhole) -
     wait_for(lambda: total(c, "conns_active") == 0, 5, "the client connection to be released")
     wait_for(lambda: total(c, "upstream_conns_active") == 0, 3,
              f"the connecting upstream to be released (active={total(c, 'upstream_conns_active')})")
+
+
+# ---- both engines: receive buffers all parked in queues to busy upstreams (deadlock) ----
+
+RELAY_BYTES = 16 << 20
+
+
+def _write_then_read(conn: socket.socket, index: int) -> None:
+    """A backend that answers before it reads: sends RELAY_BYTES, then reads RELAY_BYTES."""
+    block = b"u" * (1 << 20)
+    for _ in range(RELAY_BYTES >> 20):
+        conn.sendall(block)
+    got = 0
+    while got < RELAY_BYTES:
+        b = conn.recv(1 << 20)
+        if not b:
+            return
+        got += len(b)
+
+
+def _child_full_duplex_relays(engine: str) -> None:
+    from ringlane_sidecar.core import Core
+
+    from tests.integration.backends import TcpServer
+
+    srv = TcpServer(_write_then_read)
+    srv.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited: the backend buffers little
+    port = free_port()
+    c = Core(engine, [0], buf_size=4096, recv_bufs=8)
+    cfg = config([tcp_listener(port, "w")], [cluster("w", srv.address)])
+    c.apply(cfg)
+    wait_for(lambda: c.served_generation() == cfg.generation, 5, "config")
+    clients = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(4)]
+    received = [0] * len(clients)
+    sent = [0] * len(clients)
+    errors: list[BaseException] = []
+
+    def send(i: int) -> None:
+        block = b"c" * (1 << 20)
+        try:
+            for _ in range(RELAY_BYTES >> 20):
+                clients[i].sendall(block)
+                sent[i] += len(block)
+        except OSError as e:
+            errors.append(e)
+
+    def recv(i: int) -> None:
+        try:
+            while received[i] < RELAY_BYTES:
+                b = clients[i].recv(1 << 20)
+                if not b:
+                    return
+                received[i] += len(b)
+        except OSError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=f, args=(i,), daemon=True) for i in range(len(clients)) for f in (send, recv)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    stuck = [t for t in threads if t.is_alive()]
+    if not stuck and received == [RELAY_BYTES] * len(clients):
+        _exit(0)
+    _exit(3, f"relays stalled: received {received}, sent {sent} of {RELAY_BYTES} each; "
+        f"buffer exhaustions {total(c, 'uring_buf_exhausted')}; errors {errors[:2]}; worker spinning={_worker_busy()}")
+
+
+
+
+def test_full_duplex_relays_do_not_deadlock_on_receive_buffers(engine) -> None:
+    """Four TCP relays to a backend that writes before it reads, with full-duplex clients. Each
+    relay parked PAUSE_AT (4) receive buffers in its client->upstream queue (the upstream is not
+    reading), so with 8 receive buffers none was left to read the upstreams: the backends blocked
+    writing, never read, and the relays (and every other connection of the worker) stopped for
+    good (reliably on epoll, in some runs on io_uring). Scarce receive buffers are now copied
+    out to the heap, so the upstreams are read."""
+    rc, out = run_child("_child_full_duplex_relays", engine, timeout=60)
+    assert rc == 0, f"rc={rc}\n{out}"

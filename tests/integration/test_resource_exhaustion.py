@@ -12,6 +12,7 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits
 
+from .backends import Reply
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
 from .test_http_client_stalls import active, endless
 
@@ -31,7 +32,7 @@ def test_connection_closed_while_waiting_for_a_buffer_is_released(core, http_bac
     port = free_port()
     c = core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)],
                     limits=Limits(request_header_timeout="1s", idle_timeout="60s")),
-             cpus=[0], buf_size=4096, recv_bufs=8)
+             cpus=[0], buf_size=4096, recv_bufs=8, spill_bufs=1)  # no heap copies to fall back on
     stalled = [Conn(port, rcvbuf=4096) for _ in range(3)]
     for s in stalled:
         s.send(build_request("GET", "/endless"))
@@ -51,6 +52,34 @@ def test_connection_closed_while_waiting_for_a_buffer_is_released(core, http_bac
         s.sock.close()
     wait_for(lambda: active(c) == 0 and total(c, "upstream_conns_active") == 0, 10,
              "every connection, client and upstream, to be released")
+
+
+def test_slow_readers_do_not_starve_the_worker_of_receive_buffers(core, http_backend) -> None:
+    """Clients that request big responses and read none park receive buffers in their queues
+    (up to PAUSE_AT slices each): a dozen of them held all 8 receive buffers of the worker, and no
+    socket of it could be read any more (every other client waited for an idle timeout to cut
+    a slow reader: a denial of service for a few connections). When most receive buffers are
+    held, what arrives is copied into heap buffers and the receive buffer goes back at once."""
+    be = http_backend(lambda req: endless if req.target == "/endless" else Reply(200, b"small"))
+    port = free_port()
+    c = core(config([http_listener(port, rule("all", "b"))], [cluster("b", be.address)],
+                    limits=Limits(request_header_timeout="10s", idle_timeout="60s")),
+             cpus=[0], buf_size=4096, recv_bufs=8)
+    stalled = [Conn(port, rcvbuf=4096) for _ in range(12)]
+    try:
+        for s in stalled:
+            s.send(build_request("GET", "/endless"))
+        wait_for(lambda: be.count == 12, 5, "the requests to reach the backend")
+        wait_for(lambda: total(c, "rx_copied") or total(c, "uring_buf_exhausted"), 5, "receive buffers to run short")
+        with Conn(port, timeout=5) as other:
+            assert other.request("GET", "/small").body == b"small"
+        assert total(c, "rx_copied") > 0
+    finally:
+        for s in stalled:
+            s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.sock.close()
+    wait_for(lambda: active(c) == 0 and total(c, "upstream_conns_active") == total(c, "upstream_conns_idle"), 10,
+             lambda: f"every connection but the pooled one to be released: {list(c.totals())}")
 
 
 def test_out_of_descriptors_pauses_accepting_then_resumes(core, nginx) -> None:

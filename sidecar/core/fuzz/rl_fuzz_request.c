@@ -21,7 +21,7 @@ static rl_worker *fuzz_worker(void)
     if (w)
         return w;
     w = calloc(1, sizeof(*w));
-    if (rl_bufs_init(&w->bufs, 16384, 0, 64))
+    if (rl_bufs_init(&w->bufs, 16384, 0, 64, 0))
         abort();
     return w;
 }
