@@ -41,7 +41,8 @@ class SlotTable:
         return self.slots[name]
 
     def _recycle(self, name: str) -> int:
-        unused = [n for n, gone_at in self.retired.items() if self.unused(gone_at)]
+        # Not a name that comes back in this very config: it has its slot again already.
+        unused = [n for n, gone_at in self.retired.items() if n not in self.named and self.unused(gone_at)]
         if not unused:
             raise OutOfSlots(f"more than {self.capacity} names in use (in this config, or still counted by "
                              f"connections that began on an older one): {name!r}")

@@ -64,3 +64,16 @@ def test_refused_config_gives_back_its_slots_and_recycling() -> None:
     assert s.recycled() == [(1, 0)]
     s.restore(saved)
     assert s.rules.slots == {"a": 0} and s.rules.retired == {"a": 2} and s.recycled() == []
+
+
+def test_a_name_back_in_the_config_keeps_its_slot_from_a_new_name_beside_it() -> None:
+    """Table full; b left and comes back in the config that also brings c: c must not take
+    b's slot (b, still retired until the commit, looked free), else both count into one slot
+    and b is no longer reported."""
+    t = SlotTable(2)
+    apply(t, ["a", "b"], 1, 0)
+    apply(t, ["a"], 2, 1)  # b retired as of config 2
+    t.oldest_live = 2
+    assert t.slot("a") == 0 and t.slot("b") == 1
+    with pytest.raises(OutOfSlots):
+        t.slot("c")
