@@ -44,6 +44,7 @@ struct rl_http_client {
     uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
     uint8_t too_large; /* the body grew past the limit */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
+    uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
     uint8_t stall_guard; /* the timer only watches a client gone silent (no deadline set) */
     uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
     uint32_t heard, heard_seen; /* sends the client took plus receives; the count when a quiet timer was armed */
@@ -615,11 +616,41 @@ static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int re
     finish_request(w, c);
 }
 
+/* A linger of 0 makes the close a reset: a stream cut short must not look complete. */
+static void abort_on_close(int fd)
+{
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+static void shut_if_flushed(rl_http_client *c)
+{
+    if (c->shut_when_flushed && !c->out.count && !(c->sock.flags & RL_S_SENDING)) {
+        c->shut_when_flushed = 0;
+        shutdown(c->sock.fd, SHUT_WR);
+    }
+}
+
+int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u)
+{
+    (void)w;
+    (void)u;
+    if (c->state != C_TUNNEL || c->client_eof)
+        return 0; /* not a tunnel, or both sides are done */
+    c->shut_when_flushed = 1; /* FIN to the client after what is queued; it may still send */
+    shut_if_flushed(c);
+    return 1;
+}
+
 void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
 {
     c->up = NULL;
     rl_http_up_unbind(w, u); /* before a retry picks an endpoint: this one is no longer busy */
-    if (c->state == C_TUNNEL) /* the upstream closed the tunnel: flush to the client, close */
+    if (c->state == C_TUNNEL && err) { /* the upstream reset the tunnel: so does the client side */
+        abort_on_close(c->sock.fd);
+        return client_close(w, c);
+    }
+    if (c->state == C_TUNNEL) /* both sides sent FIN, or the upstream closed: flush, close */
         return close_when_flushed(w, c);
     /* A response framed by connection close ends here. */
     if (!err && c->resp_started && llhttp_finish(&u->parser) == HPE_PAUSED) {
@@ -655,17 +686,22 @@ static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
     rl_http_up_send(w, u);
     if (!c->client_eof)
         w->eng->recv_start(w, &c->sock);
+    else /* the client half-closed before the switch: FIN goes on once its bytes are sent */
+        rl_http_up_shutdown_when_sent(w, u);
 }
 
 #define COALESCE_MAX 2048 /* small pieces are copied next to what precedes them: one send, not two */
 
-static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
+/* A final response (or a 101) has begun: after only a 1xx, an error can still answer. */
+static int final_status(const rl_http_up *u) { return u->parser.status_code >= 200 || u->parser.status_code == 101; }
+
+static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len, int final)
 {
     if (!len)
         return 0;
     if (len <= COALESCE_MAX && rl_outq_tail_room(w, &c->out) >= len) {
         rl_outq_write(w, &c->out, rl_buf_data(&w->bufs, bid) + off, len);
-        c->resp_started = 1;
+        c->resp_started |= (uint8_t)final;
         rl_outq_kick(w, &c->sock, &c->out);
         return 0;
     }
@@ -674,7 +710,7 @@ static int forward_to_client(rl_worker *w, rl_http_client *c, uint16_t bid, uint
         rl_buf_unref(w, bid);
         return -1;
     }
-    c->resp_started = 1;
+    c->resp_started |= (uint8_t)final;
     rl_outq_kick(w, &c->sock, &c->out);
     return 0;
 }
@@ -693,7 +729,7 @@ static int write_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char
     u->rewrite = 0;
     if (rc)
         return rc;
-    c->resp_started = 1;
+    c->resp_started |= (uint8_t)final_status(u);
     return 0;
 }
 
@@ -741,7 +777,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
     while ((pos < len || again) && !c->closed && c->up == u) {
         again = 0;
         if (c->state == C_TUNNEL) {
-            if (pos < len && forward_to_client(w, c, bid, pos, len - pos))
+            if (pos < len && forward_to_client(w, c, bid, pos, len - pos, 1))
                 client_close(w, c);
             break;
         }
@@ -791,7 +827,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, RL_RETRY_RESET, 0, 502); /* garbage from upstream */
         }
-        if (!(done && interim_unwanted(c, u)) && forward_to_client(w, c, bid, pos, used)) {
+        if (!(done && interim_unwanted(c, u)) && forward_to_client(w, c, bid, pos, used, final_status(u))) {
             client_close(w, c);
             break;
         }
@@ -936,6 +972,8 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
 {
     rl_http_client *c = s->owner;
     c->client_eof = 1;
+    if (err && c->state == C_TUNNEL && c->up)
+        abort_on_close(c->up->sock.fd); /* the client reset the tunnel: so does the upstream side */
     if (err || c->state == C_LINGER)
         return client_close(w, c);
     if (c->close_after)
@@ -944,11 +982,8 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
         return close_when_flushed(w, c); /* a response may still be on its way out */
     if (c->state == C_BODY)
         return client_close(w, c); /* body cut short: the upstream must not see a partial request */
-    if (c->state == C_TUNNEL && c->up) { /* half-close: FIN goes on once the queue is sent */
-        c->up->shut_pending = 1;
-        if (!c->up->out.count && !(c->up->sock.flags & RL_S_SENDING))
-            shutdown(c->up->sock.fd, SHUT_WR);
-    }
+    if (c->state == C_TUNNEL && c->up) /* half-close: FIN goes on once the queue is sent */
+        rl_http_up_shutdown_when_sent(w, c->up);
 }
 
 static void on_sent(rl_worker *w, rl_sock *s, int res)
@@ -962,6 +997,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     rl_outq_kick(w, s, &c->out);
     if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))
         return flushed_close(w, c);
+    shut_if_flushed(c);
     if (c->up && c->out.count < PAUSE_AT / 2)
         rl_http_up_resume(w, c->up);
 }

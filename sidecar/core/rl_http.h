@@ -128,6 +128,7 @@ typedef struct rl_http_up {
     socklen_t addrlen;
     uint32_t cluster_slot, idle_ms;
     uint8_t state, method, retry_status, closed, shut_pending;
+    uint8_t eof; /* a tunnel's upstream sent FIN: it stays open for what the client still sends */
     uint8_t reused; /* taken from the pool for this request: the upstream may have closed it */
     uint8_t heard;  /* a response byte arrived for this request */
     uint8_t lb;     /* what rl_lb_begin counted for the client's exchange (rl_balance.h) */
@@ -148,6 +149,7 @@ typedef struct rl_http_up {
 rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl, const rl_endpoint *ep,
                            int *status);
 void rl_http_up_send(rl_worker *w, rl_http_up *u);           /* kick its output queue */
+void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u); /* a tunnel's client half-closed */
 rl_outq *rl_http_up_outq(rl_http_up *u);
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse); /* client done with it */
 void rl_http_up_unbind(rl_worker *w, rl_http_up *u); /* the exchange ended: no client, not in flight */
@@ -158,6 +160,8 @@ void rl_http_up_pause(rl_worker *w, rl_http_up *u);
 /* rl_http.c: what upstream events mean for the client. */
 void rl_http_on_up_connected(rl_worker *w, rl_http_client *c, int err);
 void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t bid, uint32_t len);
+/* The upstream sent FIN: 1 when that half-closes a tunnel (the upstream stays open for writing). */
+int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u);
 void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err);
 void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u);
 const llhttp_settings_t *rl_http_response_settings(rl_worker *w);

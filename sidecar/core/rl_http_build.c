@@ -202,6 +202,7 @@ static const char *reason(int status)
     switch (status) {
     case 400: return "Bad Request";
     case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 413: return "Content Too Large";
     case 431: return "Request Header Fields Too Large";
@@ -218,10 +219,13 @@ int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close)
     char buf[256];
     const char *why = reason(status);
     int body = (int)strlen(why) + 1;
+    /* RFC 9110 15.5.6: a 405 lists what is allowed (only CONNECT is refused: every other
+     * method goes upstream). */
+    const char *allow = status == 405 ? "allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n" : "";
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
-                     "server: ringlane\r\n%s\r\n%s\n",
-                     status, why, body, close ? "connection: close\r\n" : "", why);
+                     "server: ringlane\r\n%s%s\r\n%s\n",
+                     status, why, body, allow, close ? "connection: close\r\n" : "", why);
     W(buf, n);
     return 0;
 }

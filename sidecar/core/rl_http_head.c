@@ -201,6 +201,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
      * rewritten into a request the upstream would read the same way. */
     if (p->http_major != 1)
         rq->reject = 505;
+    else if (rq->method == HTTP_CONNECT)
+        rq->reject = 405; /* a reverse proxy opens no tunnels to arbitrary hosts */
     else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI ||
              (rq->path.len && b[rq->path.off] == '/' && has_dot_segment(b + rq->path.off, rq->path.len)))
         rq->reject = 400;

@@ -172,9 +172,18 @@ void rl_http_up_send(rl_worker *w, rl_http_up *u)
         rl_outq_kick(w, &u->sock, &u->out);
 }
 
+static void shut_wr(rl_worker *w, rl_http_up *u);
+
+void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u)
+{
+    u->shut_pending = 1; /* on_sent sends the FIN once the queue is out */
+    if (!u->out.count && !(u->sock.flags & RL_S_SENDING))
+        shut_wr(w, u);
+}
+
 void rl_http_up_resume(rl_worker *w, rl_http_up *u)
 {
-    if (!(u->sock.flags & RL_S_RECV_ON) && !u->closed)
+    if (!(u->sock.flags & RL_S_RECV_ON) && !u->closed && !u->eof)
         w->eng->recv_start(w, &u->sock);
 }
 
@@ -212,9 +221,23 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
 {
     rl_http_up *u = s->owner;
     rl_http_client *c = u->client;
+    if (c && !err && !u->eof && rl_http_on_up_eof(w, c, u)) {
+        u->eof = 1;
+        return;
+    }
     if (c)
         rl_http_on_up_end(w, c, u, err);
     up_close(w, u);
+}
+
+/* Both ends of a tunnel sent FIN and everything is out: it is over. */
+static void shut_wr(rl_worker *w, rl_http_up *u)
+{
+    shutdown(u->sock.fd, SHUT_WR);
+    if (u->eof && u->client) {
+        rl_http_on_up_end(w, u->client, u, 0);
+        up_close(w, u);
+    }
 }
 
 static void on_sent(rl_worker *w, rl_sock *s, int res)
@@ -229,7 +252,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     rl_outq_sent(w, &u->out, (uint32_t)res);
     rl_outq_kick(w, s, &u->out);
     if (u->shut_pending && !u->out.count && !(s->flags & RL_S_SENDING))
-        shutdown(s->fd, SHUT_WR);
+        return shut_wr(w, u);
     if (c)
         rl_http_on_up_sent(w, c, u);
 }
