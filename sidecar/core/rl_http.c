@@ -247,8 +247,12 @@ static void finish_request(rl_worker *w, rl_http_client *c)
 /* A response the proxy makes itself (400, 404, 431, 502, 503, 504). */
 static void respond_error(rl_worker *w, rl_http_client *c, int status)
 {
-    if (c->resp_started || c->closed)
-        return client_close(w, c); /* part of a response already went out: only a cut is honest */
+    if (c->closed)
+        return;
+    if (c->resp_started) { /* part of a response already went out: only a cut is honest */
+        count_response(w, c, status); /* a failed exchange, counted as the answer it would have had */
+        return client_close(w, c);
+    }
     if (c->up) {
         rl_http_up_detach(w, c->up, 0);
         c->up = NULL;
@@ -663,7 +667,7 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
      * byte of response. It processed nothing, so an idempotent request goes again on another
      * connection whatever the retry policy (as browsers and Go's client do); not counted as
      * an attempt. Each stale connection fails once and leaves the pool, so this ends. */
-    if (u->reused && !u->heard && !c->resp_started && c->idempotent && !c->has_body && !c->upgrade) {
+    if (u->reused && !u->heard && !c->resp_started && c->idempotent && !c->has_body) {
         c->attempts--;
         return start_attempt(w, c);
     }

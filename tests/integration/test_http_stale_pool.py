@@ -51,3 +51,15 @@ def test_post_on_a_stale_pooled_connection_is_not_retried(core, backend) -> None
         r = conn.request("POST", "/order", body=b"one order")
         assert r.status == 502  # it reached the backend: sending it again could order twice
     assert [q.target for q in backend.requests] == ["/warm", "/order"]
+
+
+def test_upgrade_request_on_a_stale_pooled_connection_is_retried(core, backend) -> None:
+    """An upgrade request holds back what the client sends after it until the 101: nothing of it
+    was processed either, so it goes again like any idempotent request (it got a 502)."""
+    port = free_port()
+    core(config([http_listener(port, rule("r", "b"))], [cluster("b", backend.address)]), cpus=[0])
+    with Conn(port) as conn:
+        assert conn.request("GET", "/warm").status == 200
+        r = conn.request("GET", "/ws", headers=[("Upgrade", "websocket"), ("Connection", "Upgrade")])
+        assert r.status == 200, r  # this backend refuses upgrades: a plain answer on the new connection
+    assert [q.target for q in backend.requests] == ["/warm", "/ws", "/ws"]

@@ -237,3 +237,27 @@ def test_a_departed_rules_slot_waits_for_its_last_connection_then_counts_from_ze
     assert sum(c.rule_stats()[("web", "c")]["codes"].values()) == 0  # a's slot, zeroed
     assert get(port, "/x").status == 200
     wait_for(lambda: c.rule_stats()[("web", "c")]["codes"]["2xx"] == 1, 5, "c's one request to count")
+
+
+def test_response_cut_by_an_upstream_reset_is_counted_as_a_failure(core, tcp_server) -> None:
+    """The upstream sends a head and part of the body, then resets: the client's connection is cut
+    (a 502 can no longer be sent), and the exchange was counted nowhere, so a backend failing
+    mid-response never showed in the request metrics. It counts as the 502 it would have had."""
+    from .backends import recv_head, reset
+
+    def handler(conn: socket.socket, index: int) -> None:
+        if recv_head(conn) is None:
+            return
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial")
+        reset(conn)
+
+    srv = tcp_server(handler)
+    port = free_port()
+    c = core(config([http_listener(port, rule("r", "b"))], [cluster("b", srv.address)]), cpus=[0])
+    with Conn(port, timeout=5) as conn:
+        conn.send(build_request("GET", "/x"))
+        with pytest.raises(Exception):  # cut: EOF or reset before the body's end
+            conn.read_response()
+    wait_for(lambda: c.rule_stats()[("web", "r")]["codes"]["5xx"] == 1, 5,
+             lambda: f"the cut exchange to count as a 5xx: {c.rule_stats()[('web', 'r')]}")
+    assert sum(c.rule_stats()[("web", "r")]["codes"].values()) == 1
