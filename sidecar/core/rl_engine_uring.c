@@ -292,6 +292,8 @@ static void ur_send(rl_worker *w, rl_sock *s, const struct iovec *iov, unsigned 
         m->hdr.msg_iovlen = n;
         io_uring_prep_sendmsg(sqe, s->fd, &m->hdr, MSG_NOSIGNAL);
     }
+    if (s->flags & RL_S_POLL_FIRST)
+        sqe->ioprio |= IORING_RECVSEND_POLL_FIRST;
     io_uring_sqe_set_data64(sqe, ud(s, OP_SEND));
     s->flags |= RL_S_SENDING;
     s->inflight++;
@@ -384,7 +386,13 @@ static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
 static void on_send_cqe(rl_worker *w, rl_sock *s, int res)
 {
     s->inflight--;
-    s->flags &= (uint16_t)~RL_S_SENDING;
+    s->flags &= (uint16_t)~(RL_S_SENDING | RL_S_POLL_FIRST);
+    /* The kernel may give up waiting for room (seen on 6.18 once the peer half-closed, its
+     * window full): no bytes taken, and the next send polls for room before it tries. */
+    if (res == -EAGAIN) {
+        s->flags |= RL_S_POLL_FIRST;
+        res = 0;
+    }
     if (s->flags & RL_S_CLOSED)
         return maybe_release(w, s);
     s->ops->on_sent(w, s, res);

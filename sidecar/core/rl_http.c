@@ -45,6 +45,7 @@ struct rl_http_client {
     uint8_t too_large; /* the body grew past the limit */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
+    uint8_t up_eof;            /* ... and the half-open rest is cut after an idle timeout of silence */
     uint8_t stall_guard; /* the timer only watches a client gone silent (no deadline set) */
     uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
     uint32_t heard, heard_seen; /* sends the client took plus receives; the count when a quiet timer was armed */
@@ -562,6 +563,11 @@ static void on_timer(rl_worker *w, rl_timer *t)
     rl_http_client *c = rl_container_of(t, rl_http_client, timer);
     if (c->retry_wait)
         return start_attempt(w, c);
+    if (c->state == C_TUNNEL && c->up_eof) { /* half-closed: moving (either way), or cut */
+        if (c->heard != c->heard_seen)
+            return arm_quiet(w, c, 0);
+        return client_close(w, c);
+    }
     if (c->state == C_IDLE || c->close_after || c->stall_guard) {
         int owed = c->out.count || (c->sock.flags & RL_S_SENDING);
         /* The proxy reads the body and is not itself the holdup (upstream backlog, buffers). */
@@ -637,12 +643,14 @@ static void shut_if_flushed(rl_http_client *c)
 
 int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u)
 {
-    (void)w;
-    (void)u;
-    if (c->state != C_TUNNEL || c->client_eof)
-        return 0; /* not a tunnel, or both sides are done */
+    if (c->state != C_TUNNEL)
+        return 0;
+    if (c->client_eof) /* both sides are done: once what the client sent is out (shut_wr ends it) */
+        return u->out.count || (u->sock.flags & RL_S_SENDING);
     c->shut_when_flushed = 1; /* FIN to the client after what is queued; it may still send */
+    c->up_eof = 1;
     shut_if_flushed(c);
+    arm_quiet(w, c, 0); /* an open tunnel has no timeout; the half-open rest does */
     return 1;
 }
 

@@ -4,14 +4,17 @@ as resets; an upstream that fails after a 100 Continue gets the client a 502/504
 CONNECT is refused (405) and never reaches an upstream."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import socket
+import struct
+import termios
 import threading
 
 import pytest
 
-from ringlane_sidecar.config.model import Timeouts
+from ringlane_sidecar.config.model import Limits, Timeouts
 
 from .backends import Reply, recv_head, reset
 from .helpers import Closed, Conn, build_request, cluster, config, free_port, http_listener, proxy_side, rule, wait_for
@@ -21,11 +24,29 @@ pytestmark = pytest.mark.timeout(40)
 UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 CLOSE_WAIT = 8  # tcp_info.tcpi_state: the peer's FIN is in
+SIOCOUTQ = 0x5411
 SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
 
 
-def ws_cfg(port: int, backend: str, **kw):  # type: ignore[no-untyped-def]
-    return config([http_listener(port, rule("ws", "w", **kw))], [cluster("w", backend)])
+def ws_cfg(port: int, backend: str, limits: Limits | None = None):  # type: ignore[no-untyped-def]
+    return config([http_listener(port, rule("ws", "w"))], [cluster("w", backend)], limits=limits)
+
+
+def inq(s: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def outq(s: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+
+
+def tcp_state(s: socket.socket) -> int:
+    return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+
+def totals(c) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    ts = list(c.totals())
+    return sum(t.conns_active for t in ts), sum(t.upstream_conns_active for t in ts)
 
 
 def recv_exact(conn: Conn, n: int) -> bytes:
@@ -178,6 +199,114 @@ def test_client_reset_in_tunnel_reaches_upstream_as_reset(core, tcp_server) -> N
     reset(conn.sock)
     assert ended.wait(5)
     assert seen == ["reset"], "a client reset reached the upstream as a clean end of stream"
+
+
+def test_upstream_fin_after_client_fin_drops_queued_client_bytes(core, tcp_server) -> None:
+    """Client half-closes first while part of what it sent is still queued in the proxy for a
+    slow upstream (u->out); then the upstream half-closes and reads on. rl_http_on_up_eof took
+    client_eof for "both sides are done" and the tunnel ended at once: up_close cleared u->out,
+    and the upstream read a truncated stream ending in a clean EOF. It now ends once that queue
+    is out (as the TCP relay's check_done)."""
+    go = threading.Event()
+    done = threading.Event()
+    upc: list[socket.socket] = []
+    received: list[bytes] = []
+
+    def handler(conn: socket.socket, index: int) -> None:
+        if recv_head(conn) is None:
+            return
+        conn.sendall(SWITCH)
+        upc.append(conn)
+        go.wait(20)
+        conn.shutdown(socket.SHUT_WR)  # the upstream is done talking, still reads
+        conn.settimeout(10)
+        data = b""
+        try:
+            while True:
+                b = conn.recv(65536)
+                if not b:
+                    break
+                data += b
+        finally:
+            received.append(data)
+            done.set()
+
+    be = tcp_server(handler)
+    be.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow upstream: small window
+    port = free_port()
+    c = core(ws_cfg(port, be.address))
+    payload = os.urandom(60_000)
+    with Conn(port, timeout=5) as conn:
+        conn.send(UPGRADE)
+        assert conn.read_response().status == 101
+        wait_for(lambda: upc, 5, "the upstream to switch")
+        # The proxy's socket to the upstream: a small send buffer, so most of the payload waits
+        # in the proxy's own queue (u->out) rather than in the kernel.
+        ps = proxy_side(upc[0])
+        assert ps is not None
+        ps.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ps.close()
+        conn.send(payload)
+        conn.sock.shutdown(socket.SHUT_WR)
+        cs = proxy_side(conn.sock)
+        assert cs is not None
+        try:
+            # The proxy read everything the client sent, FIN included.
+            wait_for(lambda: outq(conn.sock) == 0 and inq(cs) == 0 and tcp_state(cs) == CLOSE_WAIT, 5,
+                     "the proxy to read the client's bytes and FIN")
+        finally:
+            cs.close()
+        go.set()
+        assert done.wait(15), "the upstream never saw EOF"
+    got = received[0]
+    assert len(got) == len(payload), f"the upstream got {len(got)} of {len(payload)} bytes, then a clean EOF"
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    wait_for(lambda: totals(c) == (0, 0), 5, "the tunnel to be released")
+
+
+def test_tunnel_client_that_stops_reading_after_upstream_fin_is_cut(core, tcp_server) -> None:
+    """The upstream switches, sends its last 60 kB and closes (FIN). The client reads nothing,
+    so most of that waits in the proxy's queue to the client. With the half-close, the rest of
+    the tunnel (and the upstream connection, counted against the cluster's max connections)
+    was held forever: it is now cut after an idle timeout without progress either way."""
+    go = threading.Event()
+    sent = threading.Event()
+    upc: list[socket.socket] = []
+
+    def handler(conn: socket.socket, index: int) -> None:
+        if recv_head(conn) is None:
+            return
+        upc.append(conn)
+        go.wait(20)
+        conn.sendall(SWITCH + b"x" * 60_000)
+        conn.shutdown(socket.SHUT_WR)
+        # The proxy took everything, FIN included (this side stays open, reading).
+        wait_for(lambda: outq(conn) == 0, 5, "the proxy to read the upstream's bytes")
+        sent.set()
+        conn.settimeout(30)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    be = tcp_server(handler)
+    port = free_port()
+    c = core(ws_cfg(port, be.address, Limits(request_header_timeout="1s", idle_timeout="1s")))
+    conn = Conn(port, timeout=5, rcvbuf=4096)
+    try:
+        conn.send(UPGRADE)
+        cs = wait_for(lambda: proxy_side(conn.sock), 5, "the proxy to accept")
+        cs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # the bytes wait in the proxy
+        cs.close()
+        wait_for(lambda: upc, 5, "the upgrade request to reach the upstream")
+        go.set()
+        assert sent.wait(10), "the proxy never read the upstream's last bytes"
+        # Not one byte read by the client since: it is silent far longer than the idle timeout.
+        wait_for(lambda: totals(c) == (0, 0), 10,
+                 lambda: f"the client silent past the 1 s idle timeout to be cut (active client, upstream: {totals(c)})")
+    finally:
+        conn.sock.close()
 
 
 # ---- (2) Expect: 100-continue ----
