@@ -92,6 +92,56 @@ def test_relay_upstream_half_close_client_keeps_sending(core, tcp_server) -> Non
     wait_for(lambda: c.listener_stats()["tcp"]["conns_closed"] == 1, 5, "the relay to close")
 
 
+def queued(s: socket.socket, request: int) -> int:
+    """Bytes in a socket's receive (FIONREAD) or send (TIOCOUTQ, i.e. SIOCOUTQ) queue."""
+    return int(struct.unpack("i", fcntl.ioctl(s.fileno(), request, b"\0" * 4))[0])
+
+
+def test_relay_upstream_half_close_then_slow_reader_gets_every_byte(core, tcp_server) -> None:
+    """As above, but the backend reads only once the proxy's sends toward it wait for room (its
+    window closed while it is half-closed). io_uring (6.18) then completes the send with EAGAIN,
+    which the relay took for a failed peer: it reset both sides and the upload was lost."""
+    got: list[bytes] = []
+    done = threading.Event()
+    read_now = threading.Event()
+
+    upc: list[socket.socket] = []
+
+    def handler(conn: socket.socket, index: int) -> None:
+        conn.sendall(b"hello")
+        conn.shutdown(socket.SHUT_WR)
+        upc.append(conn)
+        read_now.wait(10)
+        try:
+            got.append(recv_all(conn))
+        finally:
+            done.set()
+
+    srv = tcp_server(handler)
+    srv.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited: a small window
+    port = free_port()
+    c = core(config([tcp_listener(port, "up")], [cluster("up", srv.address)]), cpus=[0])
+    payload = os.urandom(1 << 20)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert recv_all(s) == b"hello"
+        wait_for(lambda: upc, 5, "the backend to half-close")
+        ps = wait_for(lambda: proxy_side(upc[0]), 3, "the proxy's socket to the backend")  # its peer: upc[0]
+        try:
+            ps.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # what waits, waits in the proxy
+            sender = threading.Thread(target=lambda: (s.sendall(payload), s.shutdown(socket.SHUT_WR)), daemon=True)
+            sender.start()
+            # The backend's window is full and the proxy holds more for it: its send waits for room.
+            wait_for(lambda: queued(upc[0], termios.FIONREAD) > 0 and queued(ps, termios.TIOCOUTQ) > 0, 5,
+                     "the proxy's sends to the backend to wait for room")
+        finally:
+            ps.close()
+        read_now.set()
+        assert done.wait(10)
+        sender.join(5)
+    assert len(got[0]) == len(payload) and got[0] == payload, f"{len(got[0])} of {len(payload)} bytes"
+    wait_for(lambda: c.listener_stats()["tcp"]["conns_closed"] == 1, 5, "the relay to close")
+
+
 def test_reload_http_to_tcp_same_address(core, nginx, tcp_server) -> None:
     """Same address, protocol changes: new connections get the relay, the idle keep-alive HTTP
     connection is not served by the old config forever."""
