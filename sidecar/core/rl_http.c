@@ -231,9 +231,12 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     c->replaying += pending.count;
     for (uint16_t i = 0; i < pending.count; i++) {
         rl_slice s = pending.s[(pending.head + i) % pending.cap];
-        if (c->closed || c->state == C_WAIT || c->state == C_TUNNEL)
-            rl_outq_push(w, &c->in, s.bid, s.off, s.len); /* still waiting: keep order */
-        else
+        if (c->closed || c->state == C_WAIT || c->state == C_TUNNEL) { /* still waiting: keep order */
+            if (rl_outq_push(w, &c->in, s.bid, s.off, s.len)) { /* out of memory */
+                rl_buf_unref(w, s.bid);
+                client_close(w, c);
+            }
+        } else
             feed(w, c, s.bid, s.off, s.len); /* counted until fed: it may hold more requests */
         c->replaying--;
     }
@@ -522,7 +525,10 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
     for (uint16_t i = 0; i < c->retry.count; i++) {
         rl_slice s = c->retry.s[(c->retry.head + i) % c->retry.cap];
         rl_buf_ref(w, s.bid);
-        rl_outq_push(w, uq, s.bid, s.off, s.len);
+        if (rl_outq_push(w, uq, s.bid, s.off, s.len)) { /* out of memory */
+            rl_buf_unref(w, s.bid);
+            return respond_error(w, c, 503);
+        }
     }
     rl_http_up_send(w, c->up);
     uint32_t bt = c->rule->backend_timeout_ms;
@@ -692,7 +698,10 @@ static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
     while (c->in.count) {
         rl_slice s = c->in.s[c->in.head];
         rl_buf_ref(w, s.bid);
-        rl_outq_push(w, &u->out, s.bid, s.off, s.len);
+        if (rl_outq_push(w, &u->out, s.bid, s.off, s.len)) { /* out of memory */
+            rl_buf_unref(w, s.bid);
+            return client_close(w, c);
+        }
         rl_outq_pop(w, &c->in);
     }
     rl_http_up_send(w, u);
