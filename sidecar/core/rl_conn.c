@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 static int outq_grow(rl_outq *q)
@@ -145,6 +146,12 @@ void rl_outq_free(rl_outq *q)
     free(q->s);
     q->s = NULL;
     q->cap = q->count = q->head = 0;
+}
+
+void rl_conn_abort_on_close(int fd)
+{
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
 }
 
 void rl_conn_track(rl_worker *w, rl_conn_base *c, int client)

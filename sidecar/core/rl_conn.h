@@ -33,6 +33,9 @@ void rl_outq_free(rl_outq *q);
 /* Copy bytes into the queue's last transmit buffer or a new one; 0, or -1 when out of buffers. */
 int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len);
 
+/* The socket's close becomes a reset (a linger of 0): a stream cut short must not look complete. */
+void rl_conn_abort_on_close(int fd);
+
 /* Client connections (counted for drain) and upstream connections. */
 void rl_conn_track(rl_worker *w, rl_conn_base *c, int client);
 void rl_conn_untrack(rl_worker *w, rl_conn_base *c, int client);

@@ -632,13 +632,6 @@ static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int re
     finish_request(w, c);
 }
 
-/* A linger of 0 makes the close a reset: a stream cut short must not look complete. */
-static void abort_on_close(int fd)
-{
-    struct linger lg = {1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-}
-
 static void shut_if_flushed(rl_http_client *c)
 {
     if (c->shut_when_flushed && !c->out.count && !(c->sock.flags & RL_S_SENDING)) {
@@ -665,7 +658,7 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
     c->up = NULL;
     rl_http_up_unbind(w, u); /* before a retry picks an endpoint: this one is no longer busy */
     if (c->state == C_TUNNEL && err) { /* the upstream reset the tunnel: so does the client side */
-        abort_on_close(c->sock.fd);
+        rl_conn_abort_on_close(c->sock.fd);
         return client_close(w, c);
     }
     if (c->state == C_TUNNEL) /* both sides sent FIN, or the upstream closed: flush, close */
@@ -994,7 +987,7 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
     rl_http_client *c = s->owner;
     c->client_eof = 1;
     if (err && c->state == C_TUNNEL && c->up)
-        abort_on_close(c->up->sock.fd); /* the client reset the tunnel: so does the upstream side */
+        rl_conn_abort_on_close(c->up->sock.fd); /* the client reset the tunnel: so does the upstream side */
     if (err || c->state == C_LINGER)
         return client_close(w, c);
     if (c->close_after)

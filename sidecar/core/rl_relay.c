@@ -69,13 +69,11 @@ static void relay_close(rl_worker *w, rl_relay *r)
     ls->conns_closed++;
 }
 
-/* A linger of 0 makes the close a reset. */
 static void relay_abort(rl_worker *w, rl_relay *r)
 {
-    struct linger lg = {1, 0};
     for (int i = 0; i < 2; i++)
         if (r->side[i].sock.fd >= 0)
-            setsockopt(r->side[i].sock.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            rl_conn_abort_on_close(r->side[i].sock.fd);
     relay_close(w, r);
 }
 
