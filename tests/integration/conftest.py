@@ -18,6 +18,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -36,6 +37,20 @@ def worker_cpus() -> list[int]:
     """Two workers pinned to CPUs 0 and 1 (the brief's layout), or what the cpuset allows."""
     allowed = sorted(os.sched_getaffinity(0))
     return [0, 1] if {0, 1} <= set(allowed) else allowed[:2]
+
+
+def run_python(script: str, timeout: float) -> tuple[int, str]:
+    """Runs script in a child Python (the core there, so a crash or a spinning worker fails one
+    test instead of the session): its exit code (-9 when killed at the deadline) and output."""
+    env = dict(os.environ, LD_PRELOAD=SANITIZER_PRELOAD) if SANITIZER_PRELOAD else None
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        out, _ = p.communicate(timeout=timeout)
+        return p.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        return -9, out.decode(errors="replace")
 
 
 @pytest.fixture(params=ENGINES)

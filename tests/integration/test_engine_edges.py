@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import select
 import socket
-import subprocess
 import sys
 import threading
 
 import pytest
 
-from .conftest import SANITIZER_PRELOAD
+from .conftest import run_python
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, tcp_listener, wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -34,15 +33,7 @@ def run_child(func: str, *args: object, timeout: float = 40) -> tuple[int, str]:
     script = (f"import sys; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'tests')!r}]\n"
               f"from tests.integration import test_engine_edges as m\n"
               f"m.{func}(*{args!r})\n")
-    env = dict(os.environ, LD_PRELOAD=SANITIZER_PRELOAD) if SANITIZER_PRELOAD else None
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        out, _ = p.communicate(timeout=timeout)
-        return p.returncode, out.decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-        return -9, out.decode(errors="replace")
+    return run_python(script, timeout)
 
 
 def _exit(code: int, msg: str = "") -> None:

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 from .backends import Reply, read_request, recv_head, write_reply
-from .conftest import SANITIZER_PRELOAD
+from .conftest import run_python
 from ringlane_sidecar.config.model import Filter, Header, HeaderModifier
 
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule
@@ -121,15 +119,7 @@ _HANG_SCRIPT = textwrap.dedent("""
 
 def _run_isolated(engine: str, req: bytes, resp: bytes) -> tuple[int, str]:
     script = _HANG_SCRIPT.format(root=ROOT, tests=os.path.join(ROOT, "tests"), engine=engine, req=req, resp=resp)
-    env = dict(os.environ, LD_PRELOAD=SANITIZER_PRELOAD) if SANITIZER_PRELOAD else None
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        out, _ = p.communicate(timeout=20)
-        return p.returncode, out.decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-        return -9, out.decode(errors="replace")
+    return run_python(script, 20)
 
 
 def test_101_to_a_request_without_upgrade_does_not_spin_the_worker(engine) -> None:

@@ -8,8 +8,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 import threading
 
@@ -18,7 +16,7 @@ import pytest
 from ringlane_sidecar.config.model import Retry, Timeouts
 
 from .backends import Reply, digest_app, headers_app, recv_head
-from .conftest import SANITIZER_PRELOAD
+from .conftest import run_python
 from .helpers import (Closed, Conn, build_request, cluster, config, free_port, get, header_filter, http_listener,
                       nginx_echo, rewrite_filter, rule, wait_codes, wait_for)
 
@@ -53,15 +51,7 @@ _ISOLATED = textwrap.dedent("""
 
 def run_isolated(engine: str, req: bytes) -> tuple[int, str]:
     script = _ISOLATED.format(root=ROOT, tests=os.path.join(ROOT, "tests"), engine=engine, req=req)
-    env = dict(os.environ, LD_PRELOAD=SANITIZER_PRELOAD) if SANITIZER_PRELOAD else None
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        out, _ = p.communicate(timeout=30)
-        return p.returncode, out.decode(errors="replace")
-    except subprocess.TimeoutExpired:
-        p.kill()
-        out, _ = p.communicate()
-        return -9, out.decode(errors="replace")
+    return run_python(script, 30)
 
 
 def test_chunked_request_with_trailer_does_not_crash_the_proxy(engine) -> None:

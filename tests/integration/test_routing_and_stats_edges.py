@@ -12,15 +12,9 @@ import threading
 import pytest
 
 from .helpers import Conn, build_request, cluster, config, free_port, get, http_listener, nginx_echo, rule, wait_for
+from .test_http_routing import route_of
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def route_of(port: int, path: str, headers=(), host: str = "test.local", method: str = "GET") -> str:  # type: ignore[no-untyped-def]
-    r = get(port, path, headers, host=host, method=method)
-    if r.status != 200:
-        return str(r.status)
-    return nginx_echo(r)["route"]
 
 
 def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:

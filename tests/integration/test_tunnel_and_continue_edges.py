@@ -18,6 +18,7 @@ from ringlane_sidecar.config.model import Limits, Timeouts
 
 from .backends import Reply, recv_head, reset
 from .helpers import Closed, Conn, build_request, cluster, config, free_port, http_listener, proxy_side, rule, wait_for
+from .test_upgrade import recv_exact
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -49,11 +50,20 @@ def totals(c) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     return sum(t.conns_active for t in ts), sum(t.upstream_conns_active for t in ts)
 
 
-def recv_exact(conn: Conn, n: int) -> bytes:
-    while len(conn.buf) < n:
-        conn._fill()
-    out, conn.buf = conn.buf[:n], conn.buf[n:]
-    return out
+def read_to_eof(conn: socket.socket, received: list[bytes], done: threading.Event) -> None:
+    """A backend's last act: read what the client still sends, to EOF; keep it (or the part that
+    came before an error), then say done."""
+    conn.settimeout(10)
+    data = b""
+    try:
+        while True:
+            b = conn.recv(65536)
+            if not b:
+                break
+            data += b
+    finally:
+        received.append(data)
+        done.set()
 
 
 # ---- (1) tunnels: half-close ----
@@ -110,17 +120,7 @@ def test_upstream_fin_does_not_drop_client_data(core, tcp_server) -> None:
             return
         conn.sendall(SWITCH + b"results-follow")
         conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(10)
-        data = b""
-        try:
-            while True:
-                b = conn.recv(65536)
-                if not b:
-                    break
-                data += b
-        finally:
-            received.append(data)
-            done.set()
+        read_to_eof(conn, received, done)
 
     be = tcp_server(handler)
     port = free_port()
@@ -219,17 +219,7 @@ def test_upstream_fin_after_client_fin_drops_queued_client_bytes(core, tcp_serve
         upc.append(conn)
         go.wait(20)
         conn.shutdown(socket.SHUT_WR)  # the upstream is done talking, still reads
-        conn.settimeout(10)
-        data = b""
-        try:
-            while True:
-                b = conn.recv(65536)
-                if not b:
-                    break
-                data += b
-        finally:
-            received.append(data)
-            done.set()
+        read_to_eof(conn, received, done)
 
     be = tcp_server(handler)
     be.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a slow upstream: small window
