@@ -69,6 +69,7 @@ rl_cfg *rl_cfg_new(uint64_t generation)
     c->max_headers = 100;
     c->header_timeout_ms = 10000;
     c->idle_timeout_ms = 60000;
+    c->tunnel_idle_timeout_ms = 3600000;
     return c;
 }
 
@@ -129,6 +130,12 @@ int rl_cfg_set_limits(rl_cfg *c, uint32_t max_header_bytes, uint32_t max_headers
 int rl_cfg_set_body_limit(rl_cfg *c, uint64_t max_request_body_bytes)
 {
     c->max_body_bytes = max_request_body_bytes;
+    return 0;
+}
+
+int rl_cfg_set_tunnel_idle(rl_cfg *c, uint32_t tunnel_idle_timeout_ms)
+{
+    c->tunnel_idle_timeout_ms = tunnel_idle_timeout_ms;
     return 0;
 }
 

@@ -34,6 +34,8 @@ int rl_cfg_set_limits(rl_cfg *c, uint32_t max_header_bytes, uint32_t max_headers
                       uint32_t header_timeout_ms, uint32_t idle_timeout_ms);
 /* Largest request body in bytes (0: unlimited); larger gets 413. */
 int rl_cfg_set_body_limit(rl_cfg *c, uint64_t max_request_body_bytes);
+/* Close a TCP relay or an upgraded tunnel with no byte moving either way this long (0: never). */
+int rl_cfg_set_tunnel_idle(rl_cfg *c, uint32_t tunnel_idle_timeout_ms);
 int rl_cfg_add_cluster(rl_cfg *c, uint32_t slot, int lb, uint32_t connect_timeout_ms,
                        uint32_t idle_timeout_ms, uint32_t max_conns);
 int rl_cfg_cluster_add_endpoint(rl_cfg *c, int cluster, const char *ip, uint16_t port);
@@ -125,6 +127,7 @@ struct rl_cfg {
     uint64_t generation;
     uint64_t seq; /* set by rl_core_apply: 1, 2, ... (generations are the operator's, maybe not increasing) */
     uint32_t max_header_bytes, max_headers, header_timeout_ms, idle_timeout_ms;
+    uint32_t tunnel_idle_timeout_ms; /* 0: never */
     uint64_t max_body_bytes; /* 0: unlimited */
     rl_listener_cfg *listeners;
     uint32_t nlisteners;

@@ -164,6 +164,14 @@ static void arm_quiet(rl_worker *w, rl_http_client *c, int stall_guard)
     c->heard_seen = c->heard;
 }
 
+/* An open tunnel: every byte either way is a receive or a send on the client side, so the
+ * same count shows it moving; silent for limits.tunnelIdleTimeout, it is closed. */
+static void arm_tunnel(rl_worker *w, rl_http_client *c)
+{
+    arm(w, c, cfg_of(c)->tunnel_idle_timeout_ms);
+    c->heard_seen = c->heard;
+}
+
 /* ---- responses ---- */
 
 static void count_response(rl_worker *w, rl_http_client *c, int status)
@@ -574,6 +582,16 @@ static void on_timer(rl_worker *w, rl_timer *t)
             return arm_quiet(w, c, 0);
         return client_close(w, c);
     }
+    if (c->state == C_TUNNEL && !c->close_after) { /* open both ways: moving, or cut */
+        if (c->heard != c->heard_seen)
+            return arm_tunnel(w, c);
+        if (c->out.count || (c->sock.flags & RL_S_SENDING) || (c->up && (c->up->out.count || (c->up->sock.flags & RL_S_SENDING)))) {
+            rl_conn_abort_on_close(c->sock.fd); /* bytes owed to a side that stopped reading */
+            if (c->up)
+                rl_conn_abort_on_close(c->up->sock.fd);
+        }
+        return client_close(w, c);
+    }
     if (c->state == C_IDLE || c->close_after || c->stall_guard) {
         int owed = c->out.count || (c->sock.flags & RL_S_SENDING);
         /* The proxy reads the body and is not itself the holdup (upstream backlog, buffers). */
@@ -686,7 +704,7 @@ static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
 {
     count_response(w, c, 101); /* the exchange ends here for stats: the tunnel is not a request */
     c->state = C_TUNNEL;
-    arm(w, c, 0);
+    arm_tunnel(w, c);
     /* Bytes the client sent after its upgrade request go first. */
     while (c->in.count) {
         rl_slice s = c->in.s[c->in.head];

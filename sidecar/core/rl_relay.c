@@ -2,7 +2,7 @@
  * other without copying; a full queue pauses reading (backpressure); EOF on one side becomes
  * shutdown(SHUT_WR) on the other once its queue is flushed, so half-closed streams finish
  * with every byte delivered; a reset becomes a reset on the other once what came before it
- * was delivered. */
+ * was delivered; a relay with no byte moving either way for limits.tunnelIdleTimeout is closed. */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -35,9 +35,10 @@ typedef struct rl_relay {
     const rl_rule *rule; /* in the held config, as ep and avoid: valid while the relay lives */
     uint32_t listener_slot, cluster_slot;
     const rl_endpoint *ep, *avoid;
-    rl_timer timer; /* the connect timeout, then the wait before passing a reset on */
+    rl_timer timer; /* the connect timeout, then the idle timeout or the wait before passing a reset on */
     uint64_t reset_moved;  /* when the bytes still owed to the live side last went down */
     uint64_t reset_owed;
+    uint32_t moved, moved_seen; /* receives plus sends done; the count when the idle timer was armed */
     uint8_t connected, closing, attempts;
     uint8_t reconnecting; /* the failed upstream socket is being released, then another connects */
     uint8_t failed; /* a side reset: the other gets what is queued for it, then a reset */
@@ -181,6 +182,7 @@ static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
         ls->rx_bytes += len;
     else
         ls->tx_bytes += len;
+    r->moved++;
     if (rl_outq_push(w, &d->out, bid, 0, len)) {
         rl_buf_unref(w, bid); /* out of memory */
         return relay_close(w, r);
@@ -209,6 +211,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     if (res < 0)
         return side_failed(w, r, to);
     rl_outq_sent(w, &r->side[to].out, (uint32_t)res);
+    r->moved += res > 0;
     rl_outq_kick(w, s, &r->side[to].out);
     if (r->failed) {
         if (!r->side[to].reset && flushed(&r->side[to]))
@@ -237,6 +240,29 @@ static void connect_failed(rl_worker *w, rl_relay *r)
     w->eng->close(w, &r->side[1].sock); /* on_released goes on */
 }
 
+static void arm_idle(rl_worker *w, rl_relay *r);
+
+/* Nothing moved either way for a whole idle timeout: closed; reset where bytes are still owed
+ * (a side that stopped reading must not take a cut stream for a complete one). */
+static void on_idle(rl_worker *w, rl_timer *t)
+{
+    rl_relay *r = rl_container_of(t, rl_relay, timer);
+    if (r->moved != r->moved_seen)
+        return arm_idle(w, r);
+    for (int i = 0; i < 2; i++)
+        if (!flushed(&r->side[i]))
+            return relay_abort(w, r);
+    relay_close(w, r);
+}
+
+static void arm_idle(rl_worker *w, rl_relay *r)
+{
+    uint32_t ms = r->hold->cfg->tunnel_idle_timeout_ms;
+    r->moved_seen = r->moved;
+    if (ms)
+        rl_timer_set(&w->wheel, &r->timer, w->now_ms + ms, on_idle);
+}
+
 static void on_connected(rl_worker *w, rl_sock *s, int err)
 {
     rl_relay *r = of(s);
@@ -244,6 +270,7 @@ static void on_connected(rl_worker *w, rl_sock *s, int err)
     if (err)
         return connect_failed(w, r);
     r->connected = 1;
+    arm_idle(w, r);
     w->eng->recv_start(w, &r->side[0].sock);
     w->eng->recv_start(w, &r->side[1].sock);
 }

@@ -79,6 +79,7 @@ def compile_config(cfg: Config, slots: Slots, ffi, lib):  # type: ignore[no-unty
         lib.rl_cfg_set_limits(c, lim.max_request_header_bytes, lim.max_request_headers,
                               lim.request_header_timeout_ms, lim.idle_timeout_ms)
         lib.rl_cfg_set_body_limit(c, lim.max_request_body_bytes)
+        lib.rl_cfg_set_tunnel_idle(c, lim.tunnel_idle_timeout_ms)
         cluster_index: dict[str, int] = {}
         for cl in cfg.clusters:
             ci = _check(lib.rl_cfg_add_cluster(c, slots.clusters.slot(cl.name), LB[cl.load_balancer],

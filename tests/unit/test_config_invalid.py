@@ -200,6 +200,8 @@ CASES = [
          "clusters[0].connectTimeout: must be greater than 0"),
     case("duration-past-32-bit-ms", lambda d: d.update(limits={"idleTimeout": "1194h"}),
          "limits.idleTimeout: must be at most 1193h (got 1194h)"),
+    case("tunnel-idle-timeout-past-32-bit-ms", lambda d: d.update(limits={"tunnelIdleTimeout": "1194h"}),
+         "limits.tunnelIdleTimeout: must be at most 1193h (got 1194h)"),
     case("drain-timeout-past-32-bit-ms", lambda d: d.update(limits={"drainTimeout": "99999h"}),
          "limits.drainTimeout: must be at most 1193h (got 99999h)"),
     case("cluster-timeouts-past-32-bit-ms", lambda d: d["clusters"][0].update(connectTimeout="1193h1m", idleTimeout="5000h"),

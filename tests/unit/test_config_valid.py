@@ -93,6 +93,7 @@ def test_defaults_applied() -> None:
     assert cfg.limits.max_request_body_bytes == 0  # unlimited: bodies stream
     assert (cfg.limits.request_header_timeout_ms, cfg.limits.idle_timeout_ms, cfg.limits.drain_timeout_ms) == (
         10_000, 60_000, 20_000)
+    assert cfg.limits.tunnel_idle_timeout_ms == 3_600_000
     listener = cfg.listeners[0]
     assert (listener.protocol, listener.host, listener.port) == ("http", "0.0.0.0", 8080)
     rule = listener.rules[0]
@@ -203,6 +204,19 @@ def test_model_is_frozen_and_validates_derived_fields() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         Filter(request_header_modifier=HeaderModifier(), url_rewrite=UrlRewrite(hostname="a"))
     assert hash(cfg) == hash(parse_config(copy.deepcopy(MINIMAL)))
+
+
+def test_tunnel_idle_timeout_zero_means_never_and_only_a_change_is_rendered() -> None:
+    for text, ms in (("0s", 0), ("90m", 5_400_000)):
+        cfg = parse_config({**MINIMAL, "limits": {"tunnelIdleTimeout": text}})
+        assert cfg.limits.tunnel_idle_timeout_ms == ms
+        assert config_to_dict(cfg)["limits"]["tunnelIdleTimeout"] == text
+        assert parse_config(config_to_dict(cfg)) == cfg
+    # The default is left out, like maxRequestBodyBytes: existing configs keep their hash, and
+    # sidecars that predate the field still accept what an operator renders.
+    explicit = parse_config({**MINIMAL, "limits": {"tunnelIdleTimeout": "1h"}})
+    assert "tunnelIdleTimeout" not in config_to_dict(explicit)["limits"]
+    assert config_hash(explicit) == config_hash(parse_config(MINIMAL))
 
 
 def test_hash_is_stable() -> None:

@@ -29,6 +29,7 @@ def build_config(doc: Doc) -> Config:
             request_header_timeout="requestHeaderTimeout",
             idle_timeout="idleTimeout",
             drain_timeout="drainTimeout",
+            tunnel_idle_timeout="tunnelIdleTimeout",
         )),
         listeners=tuple(_listener(item) for item in doc["listeners"]),
         clusters=tuple(_cluster(item) for item in doc["clusters"]),

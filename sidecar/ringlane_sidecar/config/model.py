@@ -57,14 +57,17 @@ class Limits:
     request_header_timeout: str = "10s"
     idle_timeout: str = "60s"
     drain_timeout: str = "20s"
+    tunnel_idle_timeout: str = "1h"  # "0s": never
     request_header_timeout_ms: int = field(init=False)
     idle_timeout_ms: int = field(init=False)
     drain_timeout_ms: int = field(init=False)
+    tunnel_idle_timeout_ms: int = field(init=False)
 
     def __post_init__(self) -> None:
         _derive(self, "request_header_timeout_ms", parse_duration_ms(self.request_header_timeout))
         _derive(self, "idle_timeout_ms", parse_duration_ms(self.idle_timeout))
         _derive(self, "drain_timeout_ms", parse_duration_ms(self.drain_timeout))
+        _derive(self, "tunnel_idle_timeout_ms", parse_duration_ms(self.tunnel_idle_timeout))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from .model import Cluster, Config, Filter, HeaderModifier, LabelSelector, Listener, Match, Rule
+from .model import Cluster, Config, Filter, HeaderModifier, LabelSelector, Limits, Listener, Match, Rule
 
 Doc = dict[str, Any]
 
@@ -39,6 +39,8 @@ def _limits(cfg: Config) -> Doc:
     # their hash, and sidecars that predate the field still accept them.
     if cfg.limits.max_request_body_bytes:
         out["maxRequestBodyBytes"] = cfg.limits.max_request_body_bytes
+    if cfg.limits.tunnel_idle_timeout_ms != Limits().tunnel_idle_timeout_ms:  # the same reasons
+        out["tunnelIdleTimeout"] = cfg.limits.tunnel_idle_timeout
     return out
 
 

@@ -22,6 +22,7 @@ def semantic_issues(doc: Mapping[str, Any], bad: Iterable[Path]) -> list[Issue]:
     out: list[Issue] = []
     for name in ("requestHeaderTimeout", "idleTimeout", "drainTimeout"):
         checked_duration(v, ("limits", name), out)
+    checked_duration(v, ("limits", "tunnelIdleTimeout"), out, zero_ok=True)
     _addresses(v, out)
     listeners = v.items(("listeners",))
     unique([(p + ("name",), n) for p, _ in listeners if (n := v.text(p + ("name",)))], "listener name", out)
