@@ -11,7 +11,7 @@ typedef struct rl_conn_base rl_conn_base;
 struct rl_conn_base {
     rl_list node;
     void (*drain)(rl_worker *w, rl_conn_base *c);   /* finish in-flight work, then close */
-    void (*destroy)(rl_worker *w, rl_conn_base *c); /* worker exit: free without I/O */
+    void (*destroy)(rl_worker *w, rl_conn_base *c); /* worker exit: count, untrack, free without I/O */
 };
 
 /* Queue bytes of a buffer for sending (the caller hands over one reference). 0, or -1 when full. */

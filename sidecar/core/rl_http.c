@@ -36,7 +36,9 @@ struct rl_http_client {
     rl_http_up *up;
     const rl_endpoint *ep, *avoid; /* of the current attempt; the one a retry should not reuse */
     rl_timer timer;
-    uint64_t start_ns, req_deadline;
+    uint64_t start_ns, first_ms; /* the request's first byte */
+    uint64_t req_deadline; /* timeouts.request, from the first byte (0: none) */
+    uint64_t try_deadline; /* the sooner of that and this attempt's timeouts.backendRequest */
     uint64_t body_bytes; /* of the current request, for limits.maxRequestBodyBytes */
     uint32_t stat_slot, cluster_slot;
     int status;
@@ -47,6 +49,7 @@ struct rl_http_client {
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
     uint8_t up_eof;            /* ... and the half-open rest is cut after an idle timeout of silence */
     uint8_t stall_guard; /* the timer only watches a client gone silent (no deadline set) */
+    rl_trailer_scan trailer; /* of the request body */
     uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
     uint32_t heard, heard_seen; /* sends the client took plus receives; the count when a quiet timer was armed */
     char ip[INET6_ADDRSTRLEN];
@@ -83,6 +86,8 @@ static void client_close(rl_worker *w, rl_http_client *c)
         rl_http_up_detach(w, c->up, 0);
         c->up = NULL;
     }
+    if (c->out.count || (c->sock.flags & RL_S_SENDING))
+        rl_conn_abort_on_close(c->sock.fd); /* bytes it is owed are dropped: a reset, not a FIN */
     rl_outq_clear(w, &c->out);
     rl_outq_clear(w, &c->in);
     rl_outq_clear(w, &c->retry);
@@ -148,6 +153,7 @@ static void close_when_flushed(rl_worker *w, rl_http_client *c)
 static void arm(rl_worker *w, rl_http_client *c, uint32_t ms)
 {
     c->stall_guard = 0;
+    c->try_deadline = 0; /* any other timer: the exchange's deadlines no longer apply */
     if (ms)
         rl_timer_set(&w->wheel, &c->timer, w->now_ms + ms, on_timer);
     else
@@ -162,6 +168,19 @@ static void arm_quiet(rl_worker *w, rl_http_client *c, int stall_guard)
     arm(w, c, cfg_of(c)->idle_timeout_ms);
     c->stall_guard = (uint8_t)stall_guard;
     c->heard_seen = c->heard;
+}
+
+/* During an attempt: the client's silence is watched as always (a client that stops sending the
+ * body or reading the response is cut after idleTimeout, whatever the rule's timeouts), and the
+ * attempt's deadline, whichever comes first. */
+static void arm_attempt(rl_worker *w, rl_http_client *c)
+{
+    uint64_t at = w->now_ms + cfg_of(c)->idle_timeout_ms;
+    if (c->try_deadline && c->try_deadline < at)
+        at = c->try_deadline;
+    c->stall_guard = 1;
+    c->heard_seen = c->heard;
+    rl_timer_set(&w->wheel, &c->timer, at, on_timer);
 }
 
 /* An open tunnel: every byte either way is a receive or a send on the client side, so the
@@ -263,6 +282,7 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
         return;
     if (c->resp_started) { /* part of a response already went out: only a cut is honest */
         count_response(w, c, status); /* a failed exchange, counted as the answer it would have had */
+        rl_conn_abort_on_close(c->sock.fd); /* a reset: a FIN would make a cut body look complete */
         return client_close(w, c);
     }
     if (c->up) {
@@ -304,6 +324,7 @@ static void head_done(rl_worker *w, rl_http_client *c)
     c->method = (uint8_t)rq.method;
     c->state = C_BODY;
     c->body_bytes = 0;
+    memset(&c->trailer, 0, sizeof(c->trailer));
     c->too_large = 0;
     if (rq.reject) {
         c->stat_slot = c->lc->noroute_slot;
@@ -320,7 +341,9 @@ static void head_done(rl_worker *w, rl_http_client *c)
     if (rl_http_build_request(w, &c->retry, h, &rq, &c->parser, c->rule, c->ip))
         return respond_error(w, c, 503);
     uint32_t rt = c->rule->request_timeout_ms;
-    c->req_deadline = rt ? w->now_ms + rt : 0;
+    c->req_deadline = rt ? c->first_ms + rt : 0;
+    if (c->req_deadline && c->req_deadline <= w->now_ms) /* the head alone took the whole timeout */
+        return respond_error(w, c, 504);
     start_attempt(w, c);
 }
 
@@ -334,6 +357,7 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
         c->start_ns = rl_now_ns();
+        c->first_ms = w->now_ms;
         c->stat_slot = c->lc->noroute_slot; /* a 400/408/431 before routing: not the last request's rule */
         arm(w, c, cfg->header_timeout_ms);
         c->head = scratch(w, cfg->max_headers);
@@ -418,7 +442,7 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
 static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
 {
     const char *data = rl_buf_data(&w->bufs, bid) + off;
-    llhttp_errno_t err = llhttp_execute(&c->parser, data, len);
+    llhttp_errno_t err = rl_http_execute_body(&c->parser, &c->trailer, data, len);
     uint32_t used = len;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         used = (uint32_t)(llhttp_get_error_pos(&c->parser) - data);
@@ -543,12 +567,8 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
     uint64_t deadline = bt ? w->now_ms + bt : 0;
     if (c->req_deadline && (!deadline || c->req_deadline < deadline))
         deadline = c->req_deadline;
-    if (deadline) {
-        c->stall_guard = 0;
-        rl_timer_set(&w->wheel, &c->timer, deadline, on_timer);
-    } else {
-        arm_quiet(w, c, 1); /* no timeout configured: only a client gone silent is cut */
-    }
+    c->try_deadline = deadline;
+    arm_attempt(w, c);
 }
 
 static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status, int fail_status)
@@ -563,6 +583,7 @@ static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status,
     uint64_t at = w->now_ms + c->rule->retry_backoff_ms;
     if (c->req_deadline && at >= c->req_deadline) { /* the request times out first: 504 then */
         c->stall_guard = 0;
+        c->try_deadline = c->req_deadline;
         return rl_timer_set(&w->wheel, &c->timer, c->req_deadline, on_timer);
     }
     if (at == w->now_ms)
@@ -582,6 +603,12 @@ static void on_timer(rl_worker *w, rl_timer *t)
             return arm_quiet(w, c, 0);
         return client_close(w, c);
     }
+    if (c->try_deadline && w->now_ms >= c->try_deadline) {
+        c->try_deadline = 0;
+        if (!c->req_deadline || w->now_ms < c->req_deadline) /* backendRequest: one attempt's */
+            return retry_or_fail(w, c, 0, 504, 504);
+        return respond_error(w, c, 504);
+    }
     if (c->state == C_TUNNEL && !c->close_after) { /* open both ways: moving, or cut */
         if (c->heard != c->heard_seen)
             return arm_tunnel(w, c);
@@ -598,8 +625,11 @@ static void on_timer(rl_worker *w, rl_timer *t)
         int awaited = c->state == C_BODY && (c->sock.flags & (RL_S_RECV_ON | RL_S_STARVED)) == RL_S_RECV_ON;
         /* Still taking what it is owed or sending the body; or, with no timeout configured,
          * waiting on the upstream: wait on. */
-        if (((owed || awaited) && c->heard != c->heard_seen) || (!owed && !awaited && c->stall_guard))
-            return arm_quiet(w, c, c->stall_guard);
+        if (((owed || awaited) && c->heard != c->heard_seen) || (!owed && !awaited && c->stall_guard)) {
+            if (c->stall_guard)
+                return arm_attempt(w, c); /* try_deadline is kept */
+            return arm_quiet(w, c, 0);
+        }
         if (awaited && !owed) { /* stopped sending mid-body: 408, as for a slow head */
             c->keepalive = 0;
             return respond_error(w, c, 408);
@@ -674,7 +704,9 @@ int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u)
 void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
 {
     c->up = NULL;
-    rl_http_up_unbind(w, u); /* before a retry picks an endpoint: this one is no longer busy */
+    /* Closed (and out of its pool's count) before a retry picks an endpoint and asks that pool
+     * for a connection: at maxConnections the dead one would refuse it a 503. */
+    rl_http_up_detach(w, u, 0);
     if (c->state == C_TUNNEL && err) { /* the upstream reset the tunnel: so does the client side */
         rl_conn_abort_on_close(c->sock.fd);
         return client_close(w, c);
@@ -813,6 +845,9 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
                 client_close(w, c);
             break;
         }
+        /* Empty lines before a status line: llhttp skips them, and so must what is relayed. */
+        while (u->between && pos < len && (data[pos] == '\r' || data[pos] == '\n'))
+            pos++;
         /* Parse in the receive buffer, or after the part of a head kept from earlier ones. */
         const char *from = data + pos;
         uint32_t n = len - pos, kept = u->headbuf_len;
@@ -825,7 +860,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             from = u->headbuf + kept;
         }
         u->resp_base = kept ? u->headbuf : from;
-        llhttp_errno_t err = llhttp_execute(&u->parser, from, n);
+        llhttp_errno_t err = rl_http_execute_body(&u->parser, &u->trailer, from, n); /* the head too */
         uint32_t used = err == HPE_OK ? n : (uint32_t)(llhttp_get_error_pos(&u->parser) - from);
         if (err == HPE_PAUSED && u->head_pause) { /* the head ends here: write it, go on with the body */
             u->head_pause = 0;
@@ -873,6 +908,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         }
         if (status >= 100 && status < 200) { /* 100 Continue and friends: the final one follows */
             llhttp_resume(&u->parser);
+            u->between = 1;
             again = 1;
             continue;
         }
@@ -890,7 +926,9 @@ static int resp_on_message_begin(llhttp_t *p)
 {
     rl_http_up *u = p->data;
     u->in_head = 1;
+    u->between = 0;
     u->rewrite = u->head_pause = 0;
+    memset(&u->trailer, 0, sizeof(u->trailer));
     rl_resp_head_reset(&u->rh);
     return 0;
 }
@@ -984,6 +1022,7 @@ const llhttp_settings_t *rl_http_response_settings(rl_worker *w)
             s->on_header_value_complete = resp_on_header_value_complete;
             s->on_headers_complete = resp_on_headers_complete;
             s->on_message_complete = resp_on_message_complete;
+            s->on_chunk_header = rl_http_on_chunk_header;
         }
         w->http_resp_settings = s;
     }
@@ -1063,9 +1102,15 @@ static void client_drain(rl_worker *w, rl_conn_base *b)
 static void client_destroy(rl_worker *w, rl_conn_base *b)
 {
     rl_http_client *c = rl_container_of(b, rl_http_client, base);
-    (void)w;
-    if (!c->closed)
+    if (!c->closed) { /* cut at the drain deadline: counted, and a reset when mid-exchange */
+        if ((c->state == C_BODY || c->state == C_WAIT) && !c->status)
+            count_response(w, c, 504);
+        if (c->state != C_IDLE || c->out.count)
+            rl_conn_abort_on_close(c->sock.fd);
+        rl_worker_lstats(w, c->lc->slot)->conns_closed++;
         close(c->sock.fd);
+    }
+    rl_conn_untrack(w, &c->base, 1);
     if (c->head && c->head != w->http_scratch)
         free(c->head);
     free(c->headbuf);

@@ -47,6 +47,19 @@ typedef struct rl_http_req {
 
 /* rl_http_head.c */
 void rl_http_head_settings(llhttp_settings_t *s);
+
+/* Bodies go on as they came (chunk framing included), so their trailer section, which llhttp 8
+ * reads leniently (bare LF line ends, folded lines, empty names), is checked byte by byte. */
+typedef struct rl_trailer_scan {
+    uint8_t active;     /* past the last chunk's size line */
+    uint8_t prev;       /* the byte before */
+    uint8_t line_start; /* the next byte starts a line */
+} rl_trailer_scan;
+/* The parsers' on_chunk_header: pauses at the last chunk, where the trailer section starts. */
+int rl_http_on_chunk_header(llhttp_t *p);
+/* llhttp_execute over body bytes with the trailer check (t zeroed at each message start):
+ * HPE_PAUSED only at the end of the message, HPE_INVALID_HEADER_TOKEN for a bad trailer. */
+llhttp_errno_t rl_http_execute_body(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len);
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *out);
 /* The best rule of the listener for this request (Gateway API precedence), or NULL; the match
  * that chose it goes to rq->match. */
@@ -140,6 +153,8 @@ typedef struct rl_http_up {
     char *headbuf;
     uint32_t headbuf_len, headbuf_cap;
     uint8_t in_head;    /* between message begin and headers complete */
+    uint8_t between;    /* no response begun yet: leading empty lines are dropped */
+    rl_trailer_scan trailer;
     uint8_t head_pause; /* the parser paused at the end of the head, to write it */
     uint8_t rewrite;    /* ... and the head is written again, not forwarded as it is */
 } rl_http_up;

@@ -59,6 +59,8 @@ static int on_value_complete(llhttp_t *p)
     while (h->value.len && (h->base[h->value.off + h->value.len - 1] == ' ' ||
                             h->base[h->value.off + h->value.len - 1] == '\t'))
         h->value.len--;
+    if (!h->field.len) /* ": value": no name (llhttp 8 takes it) */
+        return -1;
     if (h->nheaders >= h->max_headers) {
         h->too_many = 1; /* llhttp reports any callback error as its own code: keep ours */
         return -1;
@@ -93,6 +95,42 @@ static int on_message_complete(llhttp_t *p)
     return HPE_PAUSED; /* the next pipelined request waits for this response */
 }
 
+int rl_http_on_chunk_header(llhttp_t *p) { return p->content_length ? 0 : HPE_PAUSED; }
+
+/* RFC 9112 2.2, 5.2, 7.1.2: every line ends in CRLF; a line that starts with whitespace
+ * (obs-fold) or a colon (no name) is refused, as in a head. */
+static int trailer_bytes_ok(rl_trailer_scan *t, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = (uint8_t)b[i];
+        if (t->line_start && (ch == ' ' || ch == '\t' || ch == ':'))
+            return 0;
+        if ((ch == '\n') != (t->prev == '\r'))
+            return 0; /* a bare LF, or a CR not followed by LF */
+        t->line_start = ch == '\n';
+        t->prev = ch;
+    }
+    return 1;
+}
+
+llhttp_errno_t rl_http_execute_body(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len)
+{
+    const char *at = data, *end = data + len;
+    for (;;) {
+        llhttp_errno_t err = llhttp_execute(p, at, (size_t)(end - at));
+        const char *stop = err == HPE_OK ? end : llhttp_get_error_pos(p);
+        if (t->active && !trailer_bytes_ok(t, at, (size_t)(stop - at)))
+            return HPE_INVALID_HEADER_TOKEN;
+        /* The last chunk's size line ends here: the trailer section follows. */
+        if (err != HPE_PAUSED || t->active || strcmp(llhttp_get_error_reason(p), "on_chunk_header pause") != 0)
+            return err;
+        llhttp_resume(p);
+        t->active = t->line_start = 1;
+        t->prev = '\n';
+        at = stop;
+    }
+}
+
 void rl_http_head_settings(llhttp_settings_t *s)
 {
     llhttp_settings_init(s);
@@ -103,6 +141,7 @@ void rl_http_head_settings(llhttp_settings_t *s)
     s->on_header_value_complete = on_value_complete;
     s->on_headers_complete = on_headers_complete;
     s->on_message_complete = on_message_complete;
+    s->on_chunk_header = rl_http_on_chunk_header;
 }
 
 int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n)
@@ -203,7 +242,9 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
         rq->reject = 505;
     else if (rq->method == HTTP_CONNECT)
         rq->reject = 405; /* a reverse proxy opens no tunnels to arbitrary hosts */
-    else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI ||
+    /* RFC 9112 3.2: no fragment in a request target; a backend that drops it would serve
+     * another path than the one routed. */
+    else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI || memchr(b + h->url.off, '#', h->url.len) ||
              (rq->path.len && b[rq->path.off] == '/' && has_dot_segment(b + rq->path.off, rq->path.len)))
         rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);

@@ -25,10 +25,9 @@ void rl_http_up_unbind(rl_worker *w, rl_http_up *u)
     u->lb = 0;
 }
 
-static void up_close(rl_worker *w, rl_http_up *u)
+/* Out of the pool and its counts (closing, or freed at worker exit). */
+static void up_forget(rl_worker *w, rl_http_up *u)
 {
-    if (u->closed)
-        return;
     u->closed = 1;
     u->pool->nopen--; /* counted against max_conns until now, not until the engine lets go */
     rl_timer_cancel(&w->wheel, &u->timer);
@@ -38,6 +37,13 @@ static void up_close(rl_worker *w, rl_http_up *u)
         w->totals.upstream_conns_idle--;
     }
     rl_http_up_unbind(w, u);
+}
+
+static void up_close(rl_worker *w, rl_http_up *u)
+{
+    if (u->closed)
+        return;
+    up_forget(w, u);
     rl_outq_clear(w, &u->out);
     w->eng->close(w, &u->sock);
 }
@@ -106,6 +112,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         u->client = c;
         u->idle_ms = cl->idle_timeout_ms;
         u->rewrite = u->retry_status = u->heard = u->in_head = u->head_pause = 0;
+        u->between = 1;
         u->reused = 1;
         llhttp_init(&u->parser, HTTP_RESPONSE, settings);
         u->parser.data = u;
@@ -143,6 +150,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
     u->cluster_slot = cl->slot;
     u->idle_ms = cl->idle_timeout_ms;
     u->state = U_CONNECTING;
+    u->between = 1;
     rl_list_init(&u->pool_node);
     llhttp_init(&u->parser, HTTP_RESPONSE, settings);
     u->parser.data = u;
@@ -267,9 +275,12 @@ static void up_drain(rl_worker *w, rl_conn_base *b)
 static void up_destroy(rl_worker *w, rl_conn_base *b)
 {
     rl_http_up *u = rl_container_of(b, rl_http_up, base);
-    (void)w;
-    if (!u->closed)
+    if (!u->closed) { /* as up_close, without the engine (it is gone) */
+        up_forget(w, u);
         close(u->sock.fd);
+    }
+    w->totals.upstream_conns_active--;
+    rl_conn_untrack(w, &u->base, 0);
     rl_outq_free(&u->out);
     rl_resp_head_free(&u->rh);
     free(u->headbuf);

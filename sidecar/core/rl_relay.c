@@ -32,6 +32,7 @@ typedef struct rl_relay {
     rl_conn_base base;
     relay_side side[2]; /* 0: client, 1: upstream */
     rl_cfg_hold *hold;
+    rl_pool *pool; /* the cluster's, while side 1 counts against its maxConnections */
     const rl_rule *rule; /* in the held config, as ep and avoid: valid while the relay lives */
     uint32_t listener_slot, cluster_slot;
     const rl_endpoint *ep, *avoid;
@@ -50,11 +51,20 @@ static const rl_sock_ops relay_ops;
 static rl_relay *of(rl_sock *s) { return s->owner; }
 static int idx(rl_relay *r, rl_sock *s) { return s == &r->side[1].sock; }
 
+/* Side 1 no longer counts against the cluster's maxConnections. */
+static void unpool(rl_relay *r)
+{
+    if (r->pool)
+        r->pool->nopen--;
+    r->pool = NULL;
+}
+
 static void relay_close(rl_worker *w, rl_relay *r)
 {
     if (r->closing)
         return;
     r->closing = 1;
+    unpool(r);
     rl_timer_cancel(&w->wheel, &r->timer);
     if (r->lb)
         rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
@@ -237,6 +247,7 @@ static void connect_failed(rl_worker *w, rl_relay *r)
     r->lb = 0;
     r->avoid = r->ep;
     r->reconnecting = 1;
+    unpool(r);
     w->eng->close(w, &r->side[1].sock); /* on_released goes on */
 }
 
@@ -290,10 +301,18 @@ static void relay_drain(rl_worker *w, rl_conn_base *c)
 static void relay_destroy(rl_worker *w, rl_conn_base *c)
 {
     rl_relay *r = rl_container_of(c, rl_relay, base);
-    (void)w;
+    unpool(r);
+    if (!r->closing) { /* cut at the drain deadline: counted, and reset (a FIN would look complete) */
+        if (r->lb)
+            rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
+        rl_worker_lstats(w, r->listener_slot)->conns_closed++;
+    }
     for (int i = 0; i < 2; i++)
-        if (r->side[i].sock.fd >= 0 && !(r->side[i].sock.flags & RL_S_CLOSED))
+        if (r->side[i].sock.fd >= 0 && !(r->side[i].sock.flags & RL_S_CLOSED)) {
+            rl_conn_abort_on_close(r->side[i].sock.fd);
             close(r->side[i].sock.fd);
+        }
+    rl_conn_untrack(w, &r->base, 1);
     rl_outq_free(&r->side[0].out);
     rl_outq_free(&r->side[1].out);
     free(r);
@@ -315,19 +334,25 @@ static int start_connect(rl_worker *w, rl_relay *r)
     int ci = r->rule ? rl_pick_backend(w, r->rule) : -1;
     const rl_cluster *cl = ci >= 0 ? &cfg->clusters[ci] : NULL;
     const rl_endpoint *ep = cl ? rl_pick_endpoint(w, cl, r->avoid) : NULL;
+    rl_pool *pool = cl ? rl_worker_pool(w, cl->slot) : NULL;
     relay_side *up = &r->side[1];
     r->attempts++;
     memset(&up->sock, 0, sizeof(up->sock));
     up->sock.ops = &relay_ops;
     up->sock.owner = r;
-    up->sock.fd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
+    up->sock.fd = -1;
     if (cl)
         r->cluster_slot = cl->slot;
+    if (cl && (!pool || pool->nopen >= cl->max_conns)) /* over maxConnections: the session is refused */
+        return -1;
+    up->sock.fd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
     if (up->sock.fd < 0 || w->eng->attach(w, &up->sock)) {
         if (cl)
             rl_worker_cstats(w, cl->slot)->connect_errors++;
         return -1; /* relay_close closes the fd */
     }
+    r->pool = pool;
+    pool->nopen++;
     rl_cluster_stats *cs = rl_worker_cstats(w, cl->slot);
     cs->requests++;
     cs->connections_opened++;

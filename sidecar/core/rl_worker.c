@@ -2,6 +2,7 @@
 #include "rl_worker.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,8 +238,7 @@ static void destroy_all(rl_worker *w, rl_list *list)
 {
     while (!rl_list_empty(list)) {
         rl_conn_base *c = rl_container_of(list->next, rl_conn_base, node);
-        rl_list_unlink(&c->node);
-        c->destroy(w, c);
+        c->destroy(w, c); /* untracks it */
     }
 }
 
@@ -299,7 +299,9 @@ void *rl_worker_main(void *arg)
         rl_wheel_expire(&w->wheel, w, w->now_ms);
         int timeout = rl_wheel_next_ms(&w->wheel, w->now_ms);
         if (w->draining) {
-            int left = (int)(w->drain_deadline_ms - w->now_ms);
+            /* Clamped: the deadline may be 1193h away, and a negative wait is an endless one. */
+            uint64_t ahead = w->drain_deadline_ms - w->now_ms;
+            int left = ahead > INT_MAX ? INT_MAX : (int)ahead;
             timeout = timeout < 0 || left < timeout ? left : timeout;
         }
         w->eng->run_once(w, timeout);

@@ -260,7 +260,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rl_http_head *done = head;
         head = NULL;
         llhttp_resume(&parser);
-        llhttp_execute(&parser, body, (size_t)(p + size - body));
+        rl_trailer_scan trailer;
+        memset(&trailer, 0, sizeof(trailer));
+        rl_http_execute_body(&parser, &trailer, body, (size_t)(p + size - body));
         head = done;
     }
     free(head);
