@@ -44,6 +44,7 @@ struct rl_http_client {
     int status;
     uint8_t state, attempts, resp_started, req_done, keepalive, close_after, client_eof;
     uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
+    uint8_t awaits_continue; /* sent Expect: 100-continue and no body byte yet, and no 100 came */
     uint8_t too_large; /* the body grew past the limit */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
@@ -322,6 +323,7 @@ static void head_done(rl_worker *w, rl_http_client *c)
     c->idempotent = (uint8_t)rq.idempotent;
     c->upgrade = (uint8_t)rq.upgrade;
     c->method = (uint8_t)rq.method;
+    c->awaits_continue = (uint8_t)(rq.expect_continue && rq.has_body);
     c->state = C_BODY;
     c->body_bytes = 0;
     memset(&c->trailer, 0, sizeof(c->trailer));
@@ -621,8 +623,10 @@ static void on_timer(rl_worker *w, rl_timer *t)
     }
     if (c->state == C_IDLE || c->close_after || c->stall_guard) {
         int owed = c->out.count || (c->sock.flags & RL_S_SENDING);
-        /* The proxy reads the body and is not itself the holdup (upstream backlog, buffers). */
-        int awaited = c->state == C_BODY && (c->sock.flags & (RL_S_RECV_ON | RL_S_STARVED)) == RL_S_RECV_ON;
+        /* The proxy reads the body and is not itself the holdup (upstream backlog, buffers), nor
+         * is the upstream (a client may hold its body until the 100 Continue). */
+        int awaited = c->state == C_BODY && (c->sock.flags & (RL_S_RECV_ON | RL_S_STARVED)) == RL_S_RECV_ON &&
+                      !(c->awaits_continue && !c->body_bytes);
         /* Still taking what it is owed or sending the body; or, with no timeout configured,
          * waiting on the upstream: wait on. */
         if (((owed || awaited) && c->heard != c->heard_seen) || (!owed && !awaited && c->stall_guard)) {
@@ -909,6 +913,8 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
         if (status >= 100 && status < 200) { /* 100 Continue and friends: the final one follows */
             llhttp_resume(&u->parser);
             u->between = 1;
+            if (status == 100)
+                c->awaits_continue = 0; /* the body is the client's to send now */
             again = 1;
             continue;
         }
@@ -983,6 +989,10 @@ static int resp_on_headers_complete(llhttp_t *p)
      * switched properly; any other 101 is garbage (relayed, it would desync the client). */
     if (status == 101 && !(c && c->upgrade && p->upgrade))
         return HPE_USER;
+    /* An interim response does not end the connection, whatever its Connection says: the final
+     * one follows on it (llhttp would refuse those bytes as data after close). */
+    if (status >= 100 && status < 200 && status != 101)
+        p->flags &= (uint16_t)~F_CONNECTION_CLOSE;
     /* No body follows, whatever the headers say (RFC 9112 6.3; this llhttp does not know it
      * for statuses): bytes after such a head would reach the client as the next response. */
     int no_body = u->method == HTTP_HEAD || status == 204 || status == 304 || (status >= 100 && status < 200 && status != 101);
@@ -1102,8 +1112,9 @@ static void client_drain(rl_worker *w, rl_conn_base *b)
 static void client_destroy(rl_worker *w, rl_conn_base *b)
 {
     rl_http_client *c = rl_container_of(b, rl_http_client, base);
+    rl_timer_cancel(&w->wheel, &c->timer); /* the wheel outlives it (an upstream's cancel walks it) */
     if (!c->closed) { /* cut at the drain deadline: counted, and a reset when mid-exchange */
-        if ((c->state == C_BODY || c->state == C_WAIT) && !c->status)
+        if ((c->state == C_BODY || c->state == C_WAIT) && !c->status && !c->close_after) /* not answered */
             count_response(w, c, 504);
         if (c->state != C_IDLE || c->out.count)
             rl_conn_abort_on_close(c->sock.fd);

@@ -41,6 +41,7 @@ typedef struct rl_http_req {
     int keepalive;
     int upgrade;
     int idempotent;
+    int expect_continue; /* Expect: 100-continue: the client may wait for a 100 before its body */
     int reject;   /* a status to answer instead of routing (400, 505), else 0 */
     const rl_match *match; /* set by rl_http_route: the match that chose the rule (its prefix is rewritten) */
 } rl_http_req;
@@ -164,6 +165,8 @@ typedef struct rl_http_up {
 rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl, const rl_endpoint *ep,
                            int *status);
 void rl_http_up_send(rl_worker *w, rl_http_up *u);           /* kick its output queue */
+/* A cluster's pool at max_conns closes an idle connection, if it has one (TCP relays count too). */
+void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns);
 void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u); /* a tunnel's client half-closed */
 rl_outq *rl_http_up_outq(rl_http_up *u);
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse); /* client done with it */

@@ -225,6 +225,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
             rq->host = host_part(b, h->headers[i][1]);
         else if (rl_span_ieq(b, name, "upgrade", 7))
             rq->upgrade = 1;
+        else if (rl_span_ieq(b, name, "expect", 6) && rl_span_ieq(b, h->headers[i][1], "100-continue", 12))
+            rq->expect_continue = 1;
     }
     /* RFC 9112 3.2.2: a proxy takes the host from an absolute-form target, not from Host
      * (which must still be present and single; it is replaced upstream). */

@@ -91,6 +91,12 @@ void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
     w->eng->recv_start(w, &u->sock); /* notice an upstream close while idle */
 }
 
+void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns)
+{
+    if (pool->nopen >= max_conns && pool->nidle) /* the least recently used goes */
+        up_close(w, rl_container_of(pool->idle.prev, rl_http_up, pool_node));
+}
+
 rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl, const rl_endpoint *ep,
                            int *status)
 {
@@ -120,9 +126,8 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         return u;
     }
     /* At the limit, an idle connection to another endpoint (perhaps one a reload removed)
-     * makes room: the least recently used goes. Only busy connections make a 503. */
-    if (pool->nopen >= cl->max_conns && pool->nidle)
-        up_close(w, rl_container_of(pool->idle.prev, rl_http_up, pool_node));
+     * makes room. Only busy connections make a 503. */
+    rl_http_pool_make_room(w, pool, cl->max_conns);
     if (pool->nopen >= cl->max_conns) {
         *status = 503;
         return NULL;
@@ -276,6 +281,8 @@ static void up_destroy(rl_worker *w, rl_conn_base *b)
 {
     rl_http_up *u = rl_container_of(b, rl_http_up, base);
     if (!u->closed) { /* as up_close, without the engine (it is gone) */
+        if (u->state == U_BUSY) /* cut mid-exchange at the drain deadline: a FIN would look complete */
+            rl_conn_abort_on_close(u->sock.fd);
         up_forget(w, u);
         close(u->sock.fd);
     }

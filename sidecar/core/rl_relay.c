@@ -15,6 +15,7 @@
 
 #include "rl_balance.h"
 #include "rl_conn.h"
+#include "rl_http.h"
 
 #define PAUSE_AT 4 /* queued slices on the sending side before the reader pauses */
 #define RESET_STALL_MS 1000 /* a reset waits for the other side to take what came before it while it does */
@@ -301,6 +302,7 @@ static void relay_drain(rl_worker *w, rl_conn_base *c)
 static void relay_destroy(rl_worker *w, rl_conn_base *c)
 {
     rl_relay *r = rl_container_of(c, rl_relay, base);
+    rl_timer_cancel(&w->wheel, &r->timer); /* the wheel outlives it (an upstream's cancel walks it) */
     unpool(r);
     if (!r->closing) { /* cut at the drain deadline: counted, and reset (a FIN would look complete) */
         if (r->lb)
@@ -343,8 +345,12 @@ static int start_connect(rl_worker *w, rl_relay *r)
     up->sock.fd = -1;
     if (cl)
         r->cluster_slot = cl->slot;
-    if (cl && (!pool || pool->nopen >= cl->max_conns)) /* over maxConnections: the session is refused */
+    if (pool)
+        rl_http_pool_make_room(w, pool, cl->max_conns);
+    if (cl && (!pool || pool->nopen >= cl->max_conns)) { /* busy at maxConnections: refused */
+        rl_worker_cstats(w, cl->slot)->connect_errors++; /* the one counter that shows it */
         return -1;
+    }
     up->sock.fd = ep ? socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
     if (up->sock.fd < 0 || w->eng->attach(w, &up->sock)) {
         if (cl)

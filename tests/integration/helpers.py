@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from ringlane_sidecar.config.model import (
     Backend,
@@ -29,20 +29,34 @@ from ringlane_sidecar.config.model import (
 from polling import free_port, port_open, wait_for  # noqa: F401 -- re-exported for the tests
 
 
-def proxy_side(client: socket.socket) -> socket.socket | None:
-    """A dup of the proxy's side of client's connection, or None (not accepted yet). The core
-    runs in this process, so that socket is one of our descriptors: the one whose peer is
-    client's local address."""
+def own_stream_sockets() -> Iterator[socket.socket]:
+    """A dup of each stream socket of this process (the core runs in it, so the proxy's sockets
+    are among them); the caller closes each."""
     for name in os.listdir("/proc/self/fd"):
         try:
-            s = socket.socket(fileno=os.dup(int(name)))
+            fd = os.dup(int(name))
         except OSError:
-            continue  # not a socket, or closed meanwhile
+            continue  # closed meanwhile
         try:
-            if s.type == socket.SOCK_STREAM and s.getpeername() == client.getsockname():
+            s = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)  # not a socket
+            continue
+        if s.type == socket.SOCK_STREAM:
+            yield s
+        else:
+            s.close()
+
+
+def proxy_side(client: socket.socket) -> socket.socket | None:
+    """A dup of the proxy's side of client's connection (the socket whose peer is client's
+    local address), or None (not accepted yet)."""
+    for s in own_stream_sockets():
+        try:
+            if s.getpeername() == client.getsockname():
                 return s
         except OSError:
-            pass  # unconnected, listening or not TCP
+            pass  # unconnected or listening
         s.close()
     return None
 

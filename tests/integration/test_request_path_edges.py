@@ -152,3 +152,22 @@ def test_several_chunk_extensions_with_values_are_accepted(core, http_backend) -
         conn.send(build_request("POST", "/c", [("Transfer-Encoding", "chunked")]) + b"5;a=1;b=2\r\nhello\r\n0\r\n\r\n")
         r = conn.read_response()
         assert r.status == 200 and r.text.split()[:2] == ["5", hashlib.sha256(b"hello").hexdigest()], r
+
+
+def test_strict_parsing_refuses_raw_non_ascii_targets_and_keeps_non_ascii_values(core, http_backend) -> None:
+    """llhttp runs in strict mode (its lenient chunk parsing let a request through unseen). Like
+    HAProxy's default, a request target with raw non-ASCII bytes (RFC 3986 allows none; clients
+    percent-encode) gets 400; non-ASCII bytes in header values (obs-text) still pass both ways."""
+    be = http_backend(lambda req: Reply(200, b"ok", headers=[("X-Name", "caf\u00e9")]))
+    port = free_port()
+    core(config([http_listener(port, rule("r", "b"))], [cluster("b", be.address)]))
+    with Conn(port) as conn:
+        conn.send("GET /caf\u00e9 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert conn.read_response().status == 400
+    with Conn(port) as conn:
+        conn.send("GET /caf%C3%A9 HTTP/1.1\r\nHost: x\r\nCookie: n=caf\u00e9\r\n\r\n".encode())
+        r = conn.read_response()
+        assert r.status == 200
+        assert r.header("x-name") == "caf\u00e9"  # one 0xE9 byte (the backend writes latin-1)
+    assert be.count == 1
+    assert be.requests[0].header("cookie") == "n=caf\u00e9".encode().decode("latin-1")

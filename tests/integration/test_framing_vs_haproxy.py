@@ -2,9 +2,9 @@
 
 The same raw client bytes go once through Ringlane and once through HAProxy (mode http,
 default options) in front of the same recording backend, which keeps every byte it receives
-per connection and reads requests with a strict RFC 9112 parser. A smuggling bug is when
-Ringlane forwards bytes that the backend frames differently from how Ringlane framed them
-(a request hidden in a body, a body cut short, a desynchronised stream)."""
+per connection and reads requests with a strict RFC 9112 parser. Ringlane never forwards bytes
+that the backend frames differently from how Ringlane framed them (a request hidden in a body,
+a body cut short, a desynchronised stream): that would be request smuggling."""
 from __future__ import annotations
 
 import os
@@ -549,9 +549,9 @@ HIDDEN = b"GET /hidden HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\n"
 
 
 def skew_payload() -> bytes:
-    """One chunked POST for Ringlane's llhttp, two requests for nginx.
+    """One chunked POST for a lenient llhttp, two requests for nginx.
 
-    After chunk data llhttp 8.1 (built without LLHTTP_STRICT_MODE) skips ANY two bytes; nginx
+    After chunk data llhttp 8.1 built without LLHTTP_STRICT_MODE skips ANY two bytes; nginx
     (ngx_http_parse_chunked) accepts a bare LF there. So after "xx", llhttp eats "\\n1" and reads
     chunk size "1", while nginx eats "\\n" and reads chunk size "11" (17): the two disagree on
     where the next chunk starts, and the bytes llhttp takes as chunk data of size X hold, for
@@ -564,11 +564,12 @@ def skew_payload() -> bytes:
 
 
 def test_chunk_data_terminator_skew_smuggles_a_request_to_an_nginx_backend(core, bench, nginx_front) -> None:
-    """Client -> Ringlane -> nginx (proxy_pass) -> recorder. Ringlane sees one POST and answers
-    one response; nginx, a correct and common backend, receives the same bytes and runs a second
-    request GET /hidden that Ringlane never parsed, routed, filtered or logged (no
-    X-Forwarded-For). HAProxy 2.6 in front of the same nginx frames the body like nginx (both
-    take the bare LF) and so re-encodes two requests and answers two: no disagreement there."""
+    """Client -> Ringlane -> nginx (proxy_pass) -> recorder. A lenient llhttp reads one POST
+    where nginx, a correct and common backend, reads a second request GET /hidden. Ringlane
+    (llhttp in strict mode) never lets nginx run a request it did not parse, route, filter and
+    log: every request the backend sees has X-Forwarded-For. HAProxy 2.6 in front of the same
+    nginx frames the body like nginx (both take the bare LF) and so re-encodes two requests and
+    answers two: no disagreement there."""
     port = free_port()
     core(config([http_listener(port, rule("all", "b"))], [cluster("b", f"127.0.0.1:{nginx_front}")]), cpus=[0])
     rl = run_case(bench, port, skew_payload())
@@ -588,10 +589,10 @@ def test_chunk_data_terminator_skew_smuggles_a_request_to_an_nginx_backend(core,
 
 def test_fragment_in_request_target_does_not_bypass_a_path_rule(core, bench) -> None:
     """RFC 9112 3.2: origin-form is absolute-path ["?" query]; a '#' is not allowed (HAProxy: 400).
-    Ringlane accepts GET /admin#x, routes on the path "/admin#x", which PathPrefix /admin does
-    not match (the character after the prefix is '#', not '/'), so the catch-all rule serves
-    it; backends that split the fragment off (gunicorn, Werkzeug, urllib.parse) serve /admin. The
-    same route confusion the dot-segment check in rl_http_req_facts exists to prevent."""
+    Ringlane answers GET /admin#x with 400 (or routes it by the /admin rule). Routed on the path
+    "/admin#x", the catch-all rule would take it (PathPrefix /admin needs '/' after the prefix),
+    while backends that split the fragment off (gunicorn, Werkzeug, urllib.parse) serve /admin.
+    The same route confusion the dot-segment check in rl_http_req_facts prevents."""
     port = free_port()
     core(config([http_listener(port, rule("admin", "b", prefix="/admin", tag=True), rule("all", "b"))],
                 [cluster("b", bench.backend.address)]), cpus=[0])
@@ -621,7 +622,7 @@ RESPONSES = {
     "304_with_te": b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
     "100_with_cl_then_200": b"HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
     "nul_in_value": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 5\r\n\r\nhello",
-    # llhttp leniencies: forwarded raw, they desynchronise a strict client
+    # llhttp leniencies: forwarded raw, they would desynchronise a strict client
     "chunk_data_then_XX": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
     "chunk_data_then_LF_size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n10\r\n\r\n",
     "trailer_end_CR_X": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\rX",

@@ -1,9 +1,8 @@
-"""Review: timeouts, timers and connection lifecycle. Rule request/backend timeouts against
+"""Timeouts, timers and connection lifecycle. Rule request/backend timeouts against
 limits.idleTimeout, cuts in the middle of a response, the drain deadline, many timers at once,
 extreme durations, blackholed connects, and what is left behind (fds, gauges) afterwards."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -13,8 +12,8 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry, Timeouts
 
 from .backends import Reader, Reply, digest_app, stall_forever
-from .helpers import (Closed, Conn, build_request, cluster, config, free_port, get, http_listener, rule,
-                      wait_codes, wait_for)
+from .helpers import (Closed, Conn, build_request, cluster, config, free_port, get, http_listener,
+                      own_stream_sockets, rule, wait_codes, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -30,23 +29,12 @@ def up_active(c) -> int:  # type: ignore[no-untyped-def]
 def _sockets() -> list[tuple[tuple, tuple]]:
     """(local, peer) of every connected TCP socket of this process (the core runs in it)."""
     out = []
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            fd = os.dup(int(name))
-        except OSError:
-            continue
-        try:
-            s = socket.socket(fileno=fd)
-        except OSError:
-            os.close(fd)  # not a socket
-            continue
-        try:
-            if s.type == socket.SOCK_STREAM:
+    for s in own_stream_sockets():
+        with s:
+            try:
                 out.append((s.getsockname(), s.getpeername()))
-        except OSError:
-            pass  # listening or unconnected
-        finally:
-            s.close()
+            except OSError:
+                pass  # listening or unconnected
     return out
 
 
@@ -88,10 +76,9 @@ def endless(conn: socket.socket, r: Reader) -> None:
 # ---- rule timeouts must not switch limits.idleTimeout off ----
 
 def test_long_request_timeout_does_not_disable_idle_timeout_for_a_stalled_body(core, http_backend) -> None:
-    """limits.idleTimeout: 'not sending the rest of a request body (answered 408)'. The route
-    has timeouts.request 1h: start_attempt (rl_http.c:538-540) arms the client timer for the
-    request deadline instead of arm_quiet, so the silent uploader is never noticed; it holds
-    the client and the upstream connection (with half a body) for an hour."""
+    """limits.idleTimeout: 'not sending the rest of a request body (answered 408)'. A route
+    timeouts.request of 1h does not switch it off: the silent uploader gets 408 after the idle
+    timeout, and its client and upstream connection (with half a body) are released."""
     be = http_backend(digest_app)
     port = free_port()
     c = core(config([http_listener(port, rule("all", "b", timeouts=Timeouts(request="1h")))],
@@ -110,9 +97,9 @@ def test_long_request_timeout_does_not_disable_idle_timeout_for_a_stalled_body(c
 
 
 def test_long_request_timeout_does_not_disable_idle_timeout_for_a_client_not_reading(core, http_backend) -> None:
-    """limits.idleTimeout: 'not reading a response it is owed'. With timeouts.request 1h the
-    client timer is the request deadline; a client that reads nothing is held (with its
-    upstream connection and the buffers of a paused response) for the hour."""
+    """limits.idleTimeout: 'not reading a response it is owed'. With timeouts.request 1h, a
+    client that reads nothing is still cut after the idle timeout, with its upstream connection
+    and the buffers of a paused response."""
     be = http_backend(lambda req: endless)
     port = free_port()
     c = core(config([http_listener(port, rule("all", "b", timeouts=Timeouts(request="1h", backend_request="1h")))],
@@ -144,10 +131,8 @@ def close_delimited_then(action: str):  # type: ignore[no-untyped-def]
 def test_cut_close_delimited_response_reaches_client_as_reset(core, http_backend, how) -> None:
     """A response framed by connection close ends, for the client, at FIN. When it is cut (the
     request timeout fires mid-body, the upstream resets, or the drain deadline passes), the
-    client connection is closed with a plain close(): respond_error with resp_started
-    (rl_http.c:256-258) -> client_close, and client_destroy (rl_http.c:1045-1050) at the drain. The
-    client gets FIN and takes the 5000 bytes for the whole body. The cut must be a reset
-    (rl_conn_abort_on_close), as the relay and the tunnel already do."""
+    client connection ends with a reset, as in the relay and the tunnel: a FIN would make the
+    5000 bytes look like the whole body."""
     action = "reset" if how == "upstream_reset" else "stall"
     be = http_backend(lambda req: close_delimited_then(action))
     port = free_port()
@@ -181,10 +166,9 @@ def test_cut_close_delimited_response_reaches_client_as_reset(core, http_backend
 
 def test_request_timeout_mid_response_cuts_at_the_deadline(core, http_backend) -> None:
     """timeouts.request covers 'to the last byte of the response': a Content-Length response
-    streaming to a slow (but reading) client must stop at the deadline. The proxy does close at
-    500ms and counts a 5xx, but with a plain close() the kernel goes on delivering the megabytes
-    already in the socket's send buffer: the client keeps receiving the response for about 8 s
-    (3.3 MB after the deadline here) before the FIN. A reset (linger 0) discards them."""
+    streaming to a slow (but reading) client stops at the deadline, and the proxy counts a 5xx.
+    The cut is a reset (linger 0), which discards the megabytes already in the socket's send
+    buffer: after a plain close() the kernel would go on delivering them for seconds."""
     be = http_backend(lambda req: endless)
     port = free_port()
     c = core(config([http_listener(port, rule("r", "b", timeouts=Timeouts(request="500ms")))],
@@ -249,11 +233,10 @@ def test_request_timeout_while_body_is_uploading(core, http_backend) -> None:
 # ---- drain ----
 
 def test_timers_keep_firing_during_a_drain_with_a_long_deadline(core, http_backend) -> None:
-    """drainTimeout may be up to 1193h (4294800000 ms, validated). rl_worker_main
-    (rl_worker.c:302) computes `int left = (int)(drain_deadline_ms - now_ms)`: past 2^31 ms it is
-    negative, becomes the loop's wait, and both engines take a negative wait as 'forever'
-    (epoll_wait(-n), io_uring without a timespec). The wheel is never run again unless I/O
-    arrives: a request stuck on a stalling backend with timeouts.request 300ms gets no 504."""
+    """drainTimeout may be up to 1193h (4294800000 ms, validated), past 2^31 ms. The worker's
+    loop wait stays valid for such a deadline (both engines take a negative wait as 'forever'),
+    so timers keep firing during the drain: a request stuck on a stalling backend with
+    timeouts.request 300ms gets its 504."""
     release = threading.Event()
     be = http_backend(lambda req: stall_forever(release))
     port = free_port()
@@ -293,8 +276,8 @@ def test_drain_deadline_cuts_many_stuck_requests_and_closes_all(core, http_backe
         wait_for(lambda: client_fds(port) == 0 and upstream_fds(be.port) == 0, 3, "every proxy socket to be closed")
         for k in conns:
             assert k.at_eof(2)
-        # The gauges must say so too: destroy_all (rl_worker.c:236-241) frees the cut connections
-        # without rl_conn_untrack / rl_lb_end / conns_closed++, so they read 20 for good.
+        # The gauges say so too: connections cut at the deadline are untracked, leave the
+        # balancer's counts and are counted as closed.
         gauges = [(t.conns_active, t.upstream_conns_active) for t in c.totals()]
         assert all(g == (0, 0) for g in gauges), f"(conns_active, upstream_conns_active) per worker: {gauges}"
         assert c.cluster_stats()["b"]["active"] == 0, c.cluster_stats()
@@ -310,8 +293,8 @@ def test_drain_deadline_cuts_many_stuck_requests_and_closes_all(core, http_backe
 
 def test_request_timeout_counts_from_the_first_byte(core, http_backend) -> None:
     """timeouts.request: 'Whole request, from the first byte received to the last byte of the
-    response'. head_done (rl_http.c:314-315) starts it when the head is complete, so a head
-    sent over 1.2s gives a 400ms request timeout 1.6s, not 0.4s."""
+    response'. It starts at the first byte, not when the head is complete: a head sent over
+    1.2s with a 400ms request timeout gets its 504 as soon as the head is in."""
     release = threading.Event()
     be = http_backend(lambda req: stall_forever(release))
     port = free_port()
@@ -337,7 +320,7 @@ def test_request_timeout_counts_from_the_first_byte(core, http_backend) -> None:
 def test_backend_request_timeout_is_per_attempt_and_retried(core, http_backend) -> None:
     """timeouts.backendRequest: 'One attempt to a backend'. With retry on 504 (the status the
     proxy gives a timed-out attempt) and a request timeout that leaves room, the first attempt
-    stalls, the second answers. on_timer (rl_http.c:600) answers 504 at once instead."""
+    stalls and times out, and the retry answers."""
     release = threading.Event()
 
     def app(req):  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
-"""Review: upstream pools, balancing and retries under endpoint churn and reloads.
-
-Each test asserts the correct behaviour; the ones that fail show a bug (see the docstrings)."""
+"""Upstream pools, balancing and retries under endpoint churn and reloads: the pool's
+connection limit, weights and policies, pooled connections, in-flight counts, reloads that
+change endpoints, and retries."""
 from __future__ import annotations
 
 import socket
@@ -54,12 +54,9 @@ def closes_second_request():  # type: ignore[no-untyped-def]
 
 def test_stale_pooled_retry_at_max_connections(core, http_backend) -> None:
     """maxConnections: 1. The only pooled connection is stale (the backend closes it as the next
-    GET arrives): the proxy sends the GET again on a fresh connection (the keep-alive race,
-    rl_http_on_up_end). The stale connection is gone, so the limit allows the new one; the
-    client must get the backend's 200, not a proxy 503.
-    Bug: rl_http_up.c:229-230 (and 249-250) call rl_http_on_up_end, which starts the next
-    attempt (rl_http.c:679), before up_close releases the dead connection's pool->nopen, so
-    rl_http_up_get (rl_http_up.c:119) sees the pool full and answers 503."""
+    GET arrives): the proxy sends the GET again on a fresh connection (the keep-alive race).
+    The dead connection no longer counts against the limit, so the new one is allowed and the
+    client gets the backend's 200, not a proxy 503."""
     be = http_backend(closes_second_request())
     port = free_port()
     core(config([http_listener(port, rule("r", "b"))], [cluster("b", be.address, max_connections=1)]), cpus=ONE)
@@ -72,9 +69,8 @@ def test_stale_pooled_retry_at_max_connections(core, http_backend) -> None:
 
 def test_reset_retry_without_backoff_at_max_connections(core, http_backend) -> None:
     """maxConnections: 1, retry on reset with backoff 0: the first connection is reset as the
-    request arrives; the retry must get a new connection (the reset one is dead) and succeed.
-    Same bug: retry_or_fail(RESET) from rl_http_on_up_end (rl_http.c:682) with a zero backoff
-    calls start_attempt at once (rl_http.c:561) while the reset connection still counts."""
+    request arrives. The retry starts at once and still gets a new connection (the reset one is
+    dead and no longer counts), and succeeds."""
     def app(req: Request):  # type: ignore[no-untyped-def]
         return reset_action if req.conn_index == 0 else Reply(200, b"ok\n")
     be = http_backend(app)
@@ -120,12 +116,9 @@ def test_max_connections_reached_answers_503_at_once_and_recovers(core, http_bac
 
 
 def test_tcp_relay_honours_cluster_max_connections(core, tcp_server) -> None:
-    """The schema: maxConnections is the most upstream connections per worker. A tcp listener's
-    sessions each open an upstream connection: with maxConnections: 1 and one session open, a
-    second must not open another (the client is closed instead, like Envoy's tcp_proxy
-    overflow).
-    Bug: rl_relay.c start_connect (285-308) never looks at cl->max_conns: only the HTTP pool
-    (rl_http_up.c:117-121) enforces it."""
+    """The schema: maxConnections is the most upstream connections per worker, for tcp listeners
+    too. Each session opens an upstream connection: with maxConnections: 1 and one session open,
+    a second opens none and its client is closed (like Envoy's tcp_proxy overflow)."""
     srv = tcp_server(echo_handler)
     port = free_port()
     core(config([tcp_listener(port, "t")], [cluster("t", srv.address, max_connections=1)]), cpus=ONE)
