@@ -33,6 +33,9 @@ void rl_outq_free(rl_outq *q);
 /* Copy bytes into the queue's last transmit buffer or a new one; 0, or -1 when out of buffers. */
 int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len);
 
+/* Bytes queued for s or in a send in flight. */
+static inline int rl_unsent(const rl_outq *q, const rl_sock *s) { return q->count || (s->flags & RL_S_SENDING); }
+
 /* The socket's close becomes a reset (a linger of 0): a stream cut short must not look complete. */
 void rl_conn_abort_on_close(int fd);
 

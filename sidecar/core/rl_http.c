@@ -87,7 +87,7 @@ static void client_close(rl_worker *w, rl_http_client *c)
         rl_http_up_detach(w, c->up, 0);
         c->up = NULL;
     }
-    if (c->out.count || (c->sock.flags & RL_S_SENDING))
+    if (rl_unsent(&c->out, &c->sock))
         rl_conn_abort_on_close(c->sock.fd); /* bytes it is owed are dropped: a reset, not a FIN */
     rl_outq_clear(w, &c->out);
     rl_outq_clear(w, &c->in);
@@ -145,7 +145,7 @@ static void close_when_flushed(rl_worker *w, rl_http_client *c)
 {
     c->close_after = 1;
     w->eng->recv_stop(w, &c->sock);
-    if (!c->out.count && !(c->sock.flags & RL_S_SENDING))
+    if (!rl_unsent(&c->out, &c->sock))
         flushed_close(w, c);
     else
         arm_quiet(w, c, 0); /* a client that never reads the rest must not hold on forever */
@@ -444,7 +444,7 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
 static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, uint32_t len)
 {
     const char *data = rl_buf_data(&w->bufs, bid) + off;
-    llhttp_errno_t err = rl_http_execute_body(&c->parser, &c->trailer, data, len);
+    llhttp_errno_t err = rl_http_execute(&c->parser, &c->trailer, data, len);
     uint32_t used = len;
     if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         used = (uint32_t)(llhttp_get_error_pos(&c->parser) - data);
@@ -614,7 +614,7 @@ static void on_timer(rl_worker *w, rl_timer *t)
     if (c->state == C_TUNNEL && !c->close_after) { /* open both ways: moving, or cut */
         if (c->heard != c->heard_seen)
             return arm_tunnel(w, c);
-        if (c->out.count || (c->sock.flags & RL_S_SENDING) || (c->up && (c->up->out.count || (c->up->sock.flags & RL_S_SENDING)))) {
+        if (rl_unsent(&c->out, &c->sock) || (c->up && rl_unsent(&c->up->out, &c->up->sock))) {
             rl_conn_abort_on_close(c->sock.fd); /* bytes owed to a side that stopped reading */
             if (c->up)
                 rl_conn_abort_on_close(c->up->sock.fd);
@@ -622,7 +622,7 @@ static void on_timer(rl_worker *w, rl_timer *t)
         return client_close(w, c);
     }
     if (c->state == C_IDLE || c->close_after || c->stall_guard) {
-        int owed = c->out.count || (c->sock.flags & RL_S_SENDING);
+        int owed = rl_unsent(&c->out, &c->sock);
         /* The proxy reads the body and is not itself the holdup (upstream backlog, buffers), nor
          * is the upstream (a client may hold its body until the 100 Continue). */
         int awaited = c->state == C_BODY && (c->sock.flags & (RL_S_RECV_ON | RL_S_STARVED)) == RL_S_RECV_ON &&
@@ -686,7 +686,7 @@ static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int re
 
 static void shut_if_flushed(rl_http_client *c)
 {
-    if (c->shut_when_flushed && !c->out.count && !(c->sock.flags & RL_S_SENDING)) {
+    if (c->shut_when_flushed && !rl_unsent(&c->out, &c->sock)) {
         c->shut_when_flushed = 0;
         shutdown(c->sock.fd, SHUT_WR);
     }
@@ -697,7 +697,7 @@ int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u)
     if (c->state != C_TUNNEL)
         return 0;
     if (c->client_eof) /* both sides are done: once what the client sent is out (shut_wr ends it) */
-        return u->out.count || (u->sock.flags & RL_S_SENDING);
+        return rl_unsent(&u->out, &u->sock);
     c->shut_when_flushed = 1; /* FIN to the client after what is queued; it may still send */
     c->up_eof = 1;
     shut_if_flushed(c);
@@ -864,7 +864,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             from = u->headbuf + kept;
         }
         u->resp_base = kept ? u->headbuf : from;
-        llhttp_errno_t err = rl_http_execute_body(&u->parser, &u->trailer, from, n); /* the head too */
+        llhttp_errno_t err = rl_http_execute(&u->parser, &u->trailer, from, n);
         uint32_t used = err == HPE_OK ? n : (uint32_t)(llhttp_get_error_pos(&u->parser) - from);
         if (err == HPE_PAUSED && u->head_pause) { /* the head ends here: write it, go on with the body */
             u->head_pause = 0;
@@ -1076,7 +1076,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     c->heard += res > 0;
     rl_outq_sent(w, &c->out, (uint32_t)res);
     rl_outq_kick(w, s, &c->out);
-    if (c->close_after && !c->out.count && !(s->flags & RL_S_SENDING))
+    if (c->close_after && !rl_unsent(&c->out, s))
         return flushed_close(w, c);
     shut_if_flushed(c);
     if (c->up && c->out.count < PAUSE_AT / 2)

@@ -58,9 +58,9 @@ typedef struct rl_trailer_scan {
 } rl_trailer_scan;
 /* The parsers' on_chunk_header: pauses at the last chunk, where the trailer section starts. */
 int rl_http_on_chunk_header(llhttp_t *p);
-/* llhttp_execute over body bytes with the trailer check (t zeroed at each message start):
- * HPE_PAUSED only at the end of the message, HPE_INVALID_HEADER_TOKEN for a bad trailer. */
-llhttp_errno_t rl_http_execute_body(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len);
+/* llhttp_execute with the trailer check (t zeroed at each message start): the pause at the
+ * last chunk is taken here, never returned; a bad trailer line gives HPE_INVALID_HEADER_TOKEN. */
+llhttp_errno_t rl_http_execute(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len);
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *out);
 /* The best rule of the listener for this request (Gateway API precedence), or NULL; the match
  * that chose it goes to rq->match. */

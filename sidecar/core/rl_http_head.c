@@ -113,7 +113,7 @@ static int trailer_bytes_ok(rl_trailer_scan *t, const char *b, size_t n)
     return 1;
 }
 
-llhttp_errno_t rl_http_execute_body(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len)
+llhttp_errno_t rl_http_execute(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len)
 {
     const char *at = data, *end = data + len;
     for (;;) {

@@ -190,7 +190,7 @@ static void shut_wr(rl_worker *w, rl_http_up *u);
 void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u)
 {
     u->shut_pending = 1; /* on_sent sends the FIN once the queue is out */
-    if (!u->out.count && !(u->sock.flags & RL_S_SENDING))
+    if (!rl_unsent(&u->out, &u->sock))
         shut_wr(w, u);
 }
 
@@ -264,7 +264,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     }
     rl_outq_sent(w, &u->out, (uint32_t)res);
     rl_outq_kick(w, s, &u->out);
-    if (u->shut_pending && !u->out.count && !(s->flags & RL_S_SENDING))
+    if (u->shut_pending && !rl_unsent(&u->out, s))
         return shut_wr(w, u);
     if (c)
         rl_http_on_up_sent(w, c, u);

@@ -52,12 +52,15 @@ static const rl_sock_ops relay_ops;
 static rl_relay *of(rl_sock *s) { return s->owner; }
 static int idx(rl_relay *r, rl_sock *s) { return s == &r->side[1].sock; }
 
-/* Side 1 no longer counts against the cluster's maxConnections. */
-static void unpool(rl_relay *r)
+/* Side 1 no longer counts: against the cluster's maxConnections, nor for least-request. */
+static void uncount(rl_worker *w, rl_relay *r)
 {
     if (r->pool)
         r->pool->nopen--;
     r->pool = NULL;
+    if (r->lb)
+        rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
+    r->lb = 0;
 }
 
 static void relay_close(rl_worker *w, rl_relay *r)
@@ -65,11 +68,8 @@ static void relay_close(rl_worker *w, rl_relay *r)
     if (r->closing)
         return;
     r->closing = 1;
-    unpool(r);
+    uncount(w, r);
     rl_timer_cancel(&w->wheel, &r->timer);
-    if (r->lb)
-        rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
-    r->lb = 0;
     for (int i = 0; i < 2; i++) {
         rl_outq_clear(w, &r->side[i].out);
         if (r->side[i].sock.fd >= 0)
@@ -89,7 +89,7 @@ static void relay_abort(rl_worker *w, rl_relay *r)
     relay_close(w, r);
 }
 
-static int flushed(const relay_side *d) { return !d->out.count && !(d->sock.flags & RL_S_SENDING); }
+static int flushed(const relay_side *d) { return !rl_unsent(&d->out, &d->sock); }
 
 /* Bytes still owed to a side: queued here, or held by the kernel (unsent or unacknowledged). */
 static uint64_t owed(const relay_side *d)
@@ -164,7 +164,7 @@ static void on_released(rl_worker *w, rl_sock *s)
 static void check_done(rl_worker *w, rl_relay *r)
 {
     for (int i = 0; i < 2; i++)
-        if (!r->side[i].eof || r->side[i].out.count || (r->side[i].sock.flags & RL_S_SENDING))
+        if (!r->side[i].eof || !flushed(&r->side[i]))
             return;
     relay_close(w, r);
 }
@@ -172,7 +172,7 @@ static void check_done(rl_worker *w, rl_relay *r)
 static void maybe_shutdown(rl_worker *w, rl_relay *r, int to)
 {
     relay_side *d = &r->side[to];
-    if (r->side[!to].eof && !d->out.count && !(d->sock.flags & RL_S_SENDING) && !d->wr_shut) {
+    if (r->side[!to].eof && flushed(d) && !d->wr_shut) {
         d->wr_shut = 1;
         shutdown(d->sock.fd, SHUT_WR);
     }
@@ -243,12 +243,9 @@ static void connect_failed(rl_worker *w, rl_relay *r)
     rl_worker_cstats(w, r->cluster_slot)->connect_errors++;
     if (!r->rule || r->attempts > r->rule->retry_attempts || !(r->rule->retry_flags & RL_RETRY_CONNECT_FAILURE))
         return relay_close(w, r);
-    if (r->lb)
-        rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
-    r->lb = 0;
+    uncount(w, r);
     r->avoid = r->ep;
     r->reconnecting = 1;
-    unpool(r);
     w->eng->close(w, &r->side[1].sock); /* on_released goes on */
 }
 
@@ -303,12 +300,9 @@ static void relay_destroy(rl_worker *w, rl_conn_base *c)
 {
     rl_relay *r = rl_container_of(c, rl_relay, base);
     rl_timer_cancel(&w->wheel, &r->timer); /* the wheel outlives it (an upstream's cancel walks it) */
-    unpool(r);
-    if (!r->closing) { /* cut at the drain deadline: counted, and reset (a FIN would look complete) */
-        if (r->lb)
-            rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
+    uncount(w, r);
+    if (!r->closing) /* cut at the drain deadline: counted, and reset (a FIN would look complete) */
         rl_worker_lstats(w, r->listener_slot)->conns_closed++;
-    }
     for (int i = 0; i < 2; i++)
         if (r->side[i].sock.fd >= 0 && !(r->side[i].sock.flags & RL_S_CLOSED)) {
             rl_conn_abort_on_close(r->side[i].sock.fd);

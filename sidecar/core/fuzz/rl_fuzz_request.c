@@ -262,7 +262,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         llhttp_resume(&parser);
         rl_trailer_scan trailer;
         memset(&trailer, 0, sizeof(trailer));
-        rl_http_execute_body(&parser, &trailer, body, (size_t)(p + size - body));
+        rl_http_execute(&parser, &trailer, body, (size_t)(p + size - body));
         head = done;
     }
     free(head);
