@@ -45,6 +45,7 @@ struct rl_http_client {
     uint8_t state, attempts, resp_started, req_done, keepalive, close_after, client_eof;
     uint8_t has_body, idempotent, upgrade, method, closed, retry_wait;
     uint8_t awaits_continue; /* sent Expect: 100-continue and no body byte yet, and no 100 came */
+    uint8_t fresh_only; /* a pooled connection failed it as a stale one: the rest go on new ones */
     uint8_t too_large; /* the body grew past the limit */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
@@ -239,7 +240,7 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     c->rule = NULL;
     c->ep = c->avoid = NULL;
     c->status = 0;
-    c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = 0;
+    c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = c->fresh_only = 0;
     /* Requests still to come: received and unparsed, or in the hands of a replay below (a
      * response the proxy makes itself finishes a request from inside the replay). */
     uint32_t unanswered = c->in.count + c->replaying;
@@ -297,7 +298,8 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
     if (c->has_body && !c->req_done)
         c->linger = 1;
     c->resp_started = 1;
-    if (rl_http_build_error(w, &c->out, status, !c->keepalive))
+    int head_only = c->state != C_HEAD && c->state != C_IDLE && c->method == HTTP_HEAD; /* method known */
+    if (rl_http_build_error(w, &c->out, status, !c->keepalive, head_only))
         return client_close(w, c);
     rl_outq_kick(w, &c->sock, &c->out);
     count_response(w, c, status);
@@ -550,7 +552,7 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
     c->cluster_slot = cl->slot;
     rl_worker_cstats(w, cl->slot)->requests++;
     int status = 503;
-    c->up = rl_http_up_get(w, c, cl, ep, &status);
+    c->up = rl_http_up_get(w, c, cl, ep, c->fresh_only, &status);
     if (!c->up)
         return respond_error(w, c, status);
     rl_http_up_set_method(c->up, c->method);
@@ -725,11 +727,13 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
         return finish_request(w, c);
     }
     /* The keep-alive race: the upstream closed a pooled connection as we reused it, without a
-     * byte of response. It processed nothing, so an idempotent request goes again on another
-     * connection whatever the retry policy (as browsers and Go's client do); not counted as
-     * an attempt. Each stale connection fails once and leaves the pool, so this ends. */
-    if (u->reused && !u->heard && !c->resp_started && c->idempotent && !c->has_body) {
+     * byte of response. It likely processed nothing, so an idempotent request goes again
+     * whatever the retry policy (as browsers and Go's client do), not counted as an attempt;
+     * once, and on a new connection: an upstream that resets on this very request must not see
+     * it again on every pooled connection. */
+    if (u->reused && !u->heard && !c->resp_started && c->idempotent && !c->has_body && !c->fresh_only) {
         c->attempts--;
+        c->fresh_only = 1;
         return start_attempt(w, c);
     }
     /* Reset or EOF before the response ended. */
@@ -1003,8 +1007,10 @@ static int resp_on_headers_complete(llhttp_t *p)
         c->keepalive = 0; /* the body ends when the upstream closes: so must the client's */
     /* Written again when that changes the head: a final one for the rule and Connection, a 1xx
      * for its hop-by-hop fields; a 101's Connection/Upgrade are the switch itself. */
-    u->rewrite = c && (status >= 200 ? !c->keepalive || rl_resp_head_changes(&u->rh, c->rule)
-                                     : status != 101 && rl_resp_head_changes(&u->rh, NULL));
+    /* An HTTP/1.0 status line is written as 1.1 too (RFC 9110 2.5: a proxy sends its own
+     * version), else a 1.1 client takes the connection kept alive here for a closing one. */
+    int final_changes = !c || !c->keepalive || p->http_minor == 0 || rl_resp_head_changes(&u->rh, c->rule);
+    u->rewrite = c && (status >= 200 ? final_changes : status != 101 && rl_resp_head_changes(&u->rh, NULL));
     if (!u->rewrite && !u->headbuf_len)
         return no_body; /* 1: llhttp skips the body */
     if (no_body)

@@ -70,7 +70,7 @@ int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n);
 /* rl_http_build.c: write into q; 0, or -1 when out of buffers. */
 int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq,
                           const llhttp_t *p, const rl_rule *r, const char *client_ip);
-int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close);
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close, int head_only);
 /* Whether the Connection header value v[0, vlen) lists name[0, n) among its options. */
 int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t n);
 /* Fields never removed because a Connection header names them: the body's framing (dropping
@@ -161,9 +161,10 @@ typedef struct rl_http_up {
 } rl_http_up;
 
 /* rl_http_up.c */
-/* An idle pooled connection to ep, or a new connecting one; NULL with *status set (503). */
+/* An idle pooled connection to ep (unless fresh), or a new connecting one; NULL with *status
+ * set (503). */
 rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl, const rl_endpoint *ep,
-                           int *status);
+                           int fresh, int *status);
 void rl_http_up_send(rl_worker *w, rl_http_up *u);           /* kick its output queue */
 /* A cluster's pool at max_conns closes an idle connection, if it has one (TCP relays count too). */
 void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns);

@@ -214,7 +214,7 @@ static const char *reason(int status)
     }
 }
 
-int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close)
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close, int head_only)
 {
     char buf[256];
     const char *why = reason(status);
@@ -224,8 +224,9 @@ int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close)
     const char *allow = status == 405 ? "allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n" : "";
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
-                     "server: ringlane\r\n%s%s\r\n%s\n",
-                     status, why, body, allow, close ? "connection: close\r\n" : "", why);
+                     "server: ringlane\r\n%s%s\r\n%s%s",
+                     status, why, body, allow, close ? "connection: close\r\n" : "",
+                     head_only ? "" : why, head_only ? "" : "\n"); /* a HEAD's answer has no body (RFC 9110 9.3.2) */
     W(buf, n);
     return 0;
 }

@@ -214,7 +214,12 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
         return -2; /* more Connection lines with options than any server sends */
     const char *lf = memchr(base, '\n', tail);
     uint32_t first = lf ? (uint32_t)(lf - base) + 1 : tail; /* after the status line */
-    if (write_lines(w, q, base, 0, first) || write_kept_lines(w, q, h, base, first, tail))
+    uint32_t from = 0;
+    if (first >= 8 && memcmp(base, "HTTP/1.0", 8) == 0) { /* the proxy's own version */
+        W("HTTP/1.1", 8);
+        from = 8;
+    }
+    if (write_lines(w, q, base, from, first) || write_kept_lines(w, q, h, base, first, tail))
         return -1;
     for (int op = RL_HDR_SET; r && op <= RL_HDR_ADD; op++)
         for (uint32_t i = 0; i < r->nresp_ops[op]; i++) {

@@ -98,7 +98,7 @@ void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns)
 }
 
 rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl, const rl_endpoint *ep,
-                           int *status)
+                           int fresh, int *status)
 {
     rl_pool *pool = rl_worker_pool(w, cl->slot);
     const llhttp_settings_t *settings = rl_http_response_settings(w);
@@ -106,7 +106,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         *status = 503;
         return NULL;
     }
-    for (rl_list *n = pool->idle.next; n != &pool->idle; n = n->next) {
+    for (rl_list *n = fresh ? &pool->idle : pool->idle.next; n != &pool->idle; n = n->next) {
         rl_http_up *u = rl_container_of(n, rl_http_up, pool_node);
         if (!rl_addr_equal(&u->addr, u->addrlen, &ep->addr, ep->addrlen))
             continue;
