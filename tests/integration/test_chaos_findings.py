@@ -1,6 +1,7 @@
-"""Minimised reproductions of what a seeded chaos soak of the data plane found (harness: many
-concurrent clients and hostile backends, reloads, a drain; see the review report). Each test
-asserts the correct behaviour and fails on the code it was found on."""
+"""What a seeded chaos soak of the data plane (many concurrent clients, hostile backends,
+reloads, a drain) found, each as a small deterministic test: proxy errors to HEAD have no body,
+an HTTP/1.0 upstream's status line goes out as HTTP/1.1, and the keep-alive-race replay is
+bounded."""
 from __future__ import annotations
 
 import socket
@@ -15,9 +16,8 @@ pytestmark = pytest.mark.timeout(30)
 
 
 def test_proxy_error_to_head_has_no_body(core) -> None:
-    """A proxy-generated error (here 503: nothing listens on the endpoint) answering a HEAD must
-    not carry a body (RFC 9110 9.3.2): the bytes of "Service Unavailable\\n" are otherwise read
-    by the client as the start of the next response on the keep-alive connection."""
+    """A proxy-generated error (here 503: nothing listens on the endpoint) answering a HEAD has
+    no body (RFC 9110 9.3.2): its bytes would be read as the start of the next response."""
     port = free_port()
     core(config([http_listener(port, rule("all", "dead"))], [cluster("dead", f"127.0.0.1:{free_port()}")]))
     with Conn(port) as c:
@@ -30,10 +30,9 @@ def test_proxy_error_to_head_has_no_body(core) -> None:
 
 
 def test_http10_upstream_status_line_is_not_relayed(core, tcp_server) -> None:
-    """An HTTP/1.0 upstream's status line goes to the (HTTP/1.1, keep-alive) client unchanged, with
-    no Connection header, while the proxy keeps the connection open: RFC 9110 2.5 wants an
-    intermediary to send its own version, and an HTTP/1.1 client reading "HTTP/1.0" without
-    keep-alive must assume the connection closes after this response (RFC 9112 9.3)."""
+    """An HTTP/1.0 upstream's status line reaches the HTTP/1.1 keep-alive client as HTTP/1.1 (RFC
+    9110 2.5: an intermediary sends its own version); as "HTTP/1.0" with no keep-alive the client
+    would take the connection, which the proxy keeps open, for a closing one (RFC 9112 9.3)."""
     def handler(conn: socket.socket, index: int) -> None:
         while recv_head(conn) is not None:
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi")
@@ -48,11 +47,9 @@ def test_http10_upstream_status_line_is_not_relayed(core, tcp_server) -> None:
 
 
 def test_reset_request_is_not_replayed_on_every_pooled_connection(core, http_backend) -> None:
-    """A GET that makes the backend reset its connection (after reading the request) went to the
-    backend once per idle pooled connection, plus once on a fresh one, on a rule that allows no
-    retry at all: the keep-alive-race retry (not counted as an attempt) repeats for as long as
-    the pool has connections, so a "request of death" is amplified by the pool size, with no
-    backoff. The soak saw a request delivered 6 times with attempts: 2."""
+    """A GET that makes the backend reset its connection after reading it, on a rule with no
+    retry, reaches the backend at most twice (the keep-alive-race replay, once, on a new
+    connection), not once per idle pooled connection."""
     barrier = threading.Barrier(4, timeout=5)
     seen: list[str] = []
 
