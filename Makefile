@@ -20,6 +20,7 @@ help:
 	@echo "make test    unit + integration + e2e tests (sets everything up)"
 	@echo "make setup   apt packages, Python venv in $(VENV), the C core build"
 	@echo "make bench   side-by-side benchmarks (bench/)"
+	@echo "make soak    seeded chaos soak of the data plane, both engines (SOAK_SECONDS, SOAK_SEED, SOAK_ASAN=1)"
 	@echo "make bench-operator   the operator at scale on the local cluster (memory, reconcile, admission latency)"
 	@echo "make cluster-up / cluster-down   the local Kubernetes used by demo and e2e"
 
@@ -122,3 +123,27 @@ asan: setup $(ASAN_SO)
 	RINGLANE_CORE_SO=$(CURDIR)/$(ASAN_SO) LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(PYTEST) -q -p no:cacheprovider tests/integration
+
+# Seeded chaos soak of the data plane (tests/soak): random concurrent clients against hostile
+# backends, reloads, a drain, invariants checked throughout. Both engines, SOAK_SECONDS each;
+# SOAK_SEED replays a run (random and printed when unset); SOAK_ASAN=1 runs it on the ASan + UBSan
+# build like `asan`. Not part of `make test` (minutes long, and a failure is a seed to replay).
+SOAK_SECONDS ?= 60
+SOAK_SEED ?=
+SOAK_ASAN ?=
+SOAK_ENV := $(if $(filter 1,$(SOAK_ASAN)),RINGLANE_CORE_SO=$(CURDIR)/$(ASAN_SO) \
+  LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+.PHONY: soak
+soak: setup $(if $(filter 1,$(SOAK_ASAN)),$(ASAN_SO))
+	@seed="$(SOAK_SEED)"; seed=$${seed:-$$(( (RANDOM << 15) | RANDOM ))}; failed=""; \
+	echo "==> soak seed=$$seed, $(SOAK_SECONDS)s per engine$(if $(filter 1,$(SOAK_ASAN)), (ASan + UBSan build))"; \
+	for engine in io_uring epoll; do \
+	  echo "==> soak $$engine seed=$$seed"; \
+	  $(SOAK_ENV) $(VPY) tests/soak/chaos.py $$seed $(SOAK_SECONDS) $$engine || failed="$$failed $$engine"; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	  echo "==> soak FAILED on$$failed, seed=$$seed (replay: make soak SOAK_SEED=$$seed SOAK_SECONDS=$(SOAK_SECONDS)$(if $(filter 1,$(SOAK_ASAN)), SOAK_ASAN=1))"; \
+	  exit 1; \
+	fi; \
+	echo "==> soak clean on both engines, seed=$$seed"
