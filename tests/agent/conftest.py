@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from nginx_proc import nginx_conf, nginx_exe, running_nginx
 
 from .util import (
     TRACEBACK,
@@ -28,7 +29,6 @@ from .util import (
     http_get,
     json_lines,
     parse_samples,
-    port_open,
     sample,
     wait_for,
 )
@@ -64,50 +64,23 @@ class Nginx:
         return f"127.0.0.1:{self.port_b}"
 
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+NGINX_SERVERS = """\
     keepalive_requests 100000;
     default_type text/plain;
     server {{ listen 127.0.0.1:{a}; location / {{ return 200 "backend-a $request_uri\\n"; }} }}
     server {{ listen 127.0.0.1:{b}; location / {{ return 200 "backend-b $request_uri\\n"; }} }}
-}}
 """
 
 
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    exe = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(exe):
+    exe = nginx_exe()
+    if exe is None:
         pytest.fail("nginx is not installed (Debian nginx-light; `make setup`)")
     d = tmp_path_factory.mktemp("nginx")
     a, b = free_port(), free_port()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, a=a, b=b))
-    proc = subprocess.Popen([exe, "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: proc.poll() is not None or (port_open(a) and port_open(b)), 10, "nginx to listen")
-        if proc.poll() is not None:
-            pytest.fail(f"nginx exited {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
+    with running_nginx(exe, d, nginx_conf(d, NGINX_SERVERS.format(a=a, b=b)), [a, b]) as proc:
         yield Nginx(a, b, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ---- a slow Python backend (answers after a delay) ----

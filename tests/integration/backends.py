@@ -332,6 +332,17 @@ class Flaky:
         return Reply(200, f"ok after {n - 1} failure(s)\n".encode())
 
 
+def endless(conn: socket.socket, r: Reader) -> None:
+    """A response far larger than every buffer on the way: the proxy must pause the upstream."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+    chunk = b"x" * (1 << 16)
+    try:
+        while True:
+            conn.sendall(chunk)
+    except OSError:
+        pass  # the proxy closed the upstream connection
+
+
 def stall_forever(release: threading.Event) -> RawAction:
     """Read the request, never answer until release is set (then close)."""
     def act(conn: socket.socket, r: Reader) -> None:

@@ -16,7 +16,6 @@ SANITIZER_PRELOAD = _os.environ.pop("LD_PRELOAD", None)
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,8 +26,10 @@ import pytest
 from ringlane_sidecar.config.model import Config
 from ringlane_sidecar.core import Core
 
+from nginx_proc import nginx_conf, nginx_exe, running_nginx
+
 from .backends import HttpBackend, TcpServer
-from .helpers import free_port, port_open, wait_for
+from .helpers import free_port, wait_for
 
 ENGINES = ("io_uring", "epoll")
 
@@ -87,20 +88,7 @@ def core(engine: str) -> Iterator[CoreFactory]:
 
 # ---- nginx (Debian nginx-light) ----
 
-NGINX_CONF = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+NGINX_SERVERS = """\
     keepalive_requests 100000;
     keepalive_timeout 60s;
     default_type text/plain;
@@ -118,7 +106,6 @@ http {{
         listen 127.0.0.1:{b};
         location / {{ return 200 "B $request_uri\\n"; }}
     }}
-}}
 """
 
 BIG_SIZE = 1 << 20
@@ -143,26 +130,16 @@ class Nginx:
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     """Backend A (echoes request facts, serves /big.bin = 1 MiB, /status/503) and backend B."""
-    exe = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(exe):
+    exe = nginx_exe()
+    if exe is None:
         pytest.fail("nginx is not installed (Debian nginx-light; `make setup`)")
     d = tmp_path_factory.mktemp("nginx")
     (d / "www").mkdir()
     big = os.urandom(BIG_SIZE)
     (d / "www" / "big.bin").write_bytes(big)
     a, b = free_port(), free_port()
-    (d / "nginx.conf").write_text(NGINX_CONF.format(d=d, a=a, b=b))
-    proc = subprocess.Popen([exe, "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: proc.poll() is not None or (port_open(a) and port_open(b)), 10, "nginx to listen")
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            pytest.fail(f"nginx exited {proc.returncode}: {err}")
+    with running_nginx(exe, d, nginx_conf(d, NGINX_SERVERS.format(d=d, a=a, b=b)), [a, b]) as proc:
         yield Nginx(a, b, hashlib.sha256(big).hexdigest(), proc)
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 # ---- Python backends ----

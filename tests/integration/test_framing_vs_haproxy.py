@@ -17,6 +17,8 @@ from typing import Iterator
 
 import pytest
 
+from nginx_proc import nginx_conf, nginx_exe, running_nginx
+
 from .backends import TcpServer
 from .helpers import cluster, config, free_port, http_listener, port_open, rule, wait_for
 
@@ -379,20 +381,7 @@ def ringlane(core, bench: Bench) -> int:  # type: ignore[no-untyped-def]
 
 # ---- nginx as the backend's HTTP parser: Ringlane -> nginx (proxy_pass) -> recorder ----
 
-NGINX_CFG = """\
-daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+NGINX_SERVER = """\
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -401,7 +390,6 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
-}}
 """
 
 
@@ -409,22 +397,14 @@ http {{
 def nginx_front(bench: Bench, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """An nginx reverse proxy in front of the recording backend: what it forwards is how nginx's
     own request parser (ngx_http_parse_chunked) framed the bytes Ringlane sent it."""
-    exe = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(exe):
+    exe = nginx_exe()
+    if exe is None:
         pytest.skip("nginx is not installed")
     d = tmp_path_factory.mktemp("nginx_front")
     port = free_port()
-    (d / "nginx.conf").write_text(NGINX_CFG.format(d=d, port=port, backend=bench.backend.port))
-    proc = subprocess.Popen([exe, "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    try:
-        wait_for(lambda: proc.poll() is not None or port_open(port), 10, "nginx to listen")
-        if proc.poll() is not None:
-            pytest.fail(f"nginx exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+    conf = nginx_conf(d, NGINX_SERVER.format(port=port, backend=bench.backend.port), connections=256)
+    with running_nginx(exe, d, conf, [port]):
         yield port
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 # ==== request framing: the same bytes through Ringlane and HAProxy ====

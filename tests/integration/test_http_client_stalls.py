@@ -5,30 +5,18 @@ cannot hold buffers or upstream connections for good."""
 from __future__ import annotations
 
 import hashlib
-import socket
 import time
 
 import pytest
 
 from ringlane_sidecar.config.model import Limits
 
-from .backends import Reader, Reply, digest_app
+from .backends import Reply, digest_app, endless
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
 
 pytestmark = pytest.mark.timeout(40)
 
 IDLE = Limits(request_header_timeout="1s", idle_timeout="1s")
-
-
-def endless(conn: socket.socket, r: Reader) -> None:
-    """A response far larger than every buffer on the way: the proxy must pause the upstream."""
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
-    chunk = b"x" * (1 << 16)
-    try:
-        while True:
-            conn.sendall(chunk)
-    except OSError:
-        pass  # the proxy closed the upstream connection
 
 
 def active(c) -> int:  # type: ignore[no-untyped-def]

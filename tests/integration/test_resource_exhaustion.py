@@ -12,9 +12,9 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits
 
-from .backends import Reply
+from .backends import Reply, endless
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
-from .test_http_client_stalls import active, endless
+from .test_http_client_stalls import active
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -11,8 +11,8 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits, Retry, Timeouts
 
-from .backends import Reader, Reply, digest_app, stall_forever
-from .helpers import (Closed, Conn, build_request, cluster, config, free_port, get, http_listener,
+from .backends import Reader, Reply, digest_app, endless, stall_forever
+from .helpers import (Conn, build_request, cluster, config, free_port, get, http_listener,
                       own_stream_sockets, rule, wait_codes, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,16 +61,6 @@ def settled(c, port: int, backend_port: int | None = None, baseline: int = 0,  #
 
     wait_for(ok, timeout, f"gauges and fds to settle (clients {active(c)}/{client_fds(port)} fds, upstreams "
              f"{up_active(c)} ({idle()} idle)/{upstream_fds(backend_port) - baseline if backend_port else '-'} fds)")
-
-
-def endless(conn: socket.socket, r: Reader) -> None:
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
-    chunk = b"x" * (1 << 16)
-    try:
-        while True:
-            conn.sendall(chunk)
-    except OSError:
-        pass
 
 
 # ---- rule timeouts must not switch limits.idleTimeout off ----

@@ -17,7 +17,8 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Timeouts
 
 from .backends import Reply, recv_head, reset
-from .helpers import Closed, Conn, build_request, cluster, config, free_port, http_listener, proxy_side, rule, wait_for
+from .helpers import (Closed, Conn, Response, build_request, cluster, config, free_port, http_listener, proxy_side,
+                      rule, wait_for)
 from .test_upgrade import recv_exact
 
 pytestmark = pytest.mark.timeout(40)
@@ -304,6 +305,17 @@ def test_tunnel_client_that_stops_reading_after_upstream_fin_is_cut(core, tcp_se
 EXPECT = b"POST /up HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n"
 
 
+def final_after_continue(conn: Conn) -> Response:
+    """Sends EXPECT, takes the 100 Continue, sends the body: the final response that must follow."""
+    conn.send(EXPECT)
+    assert conn.read_head()[0] == 100
+    conn.send(b"0123456789")
+    try:
+        return conn.read_response()
+    except Closed as e:
+        pytest.fail(f"no final response after a 100 Continue: {e}")
+
+
 def test_upstream_close_after_100_continue_gets_502(core, tcp_server) -> None:
     """The upstream answers 100 Continue, reads the body, then closes without a final
     response. The 100 set resp_started (forward_to_client / write_head), so respond_error
@@ -320,14 +332,7 @@ def test_upstream_close_after_100_continue_gets_502(core, tcp_server) -> None:
     port = free_port()
     core(config([http_listener(port, rule("r", "b"))], [cluster("b", be.address)]))
     with Conn(port) as conn:
-        conn.send(EXPECT)
-        assert conn.read_head()[0] == 100
-        conn.send(b"0123456789")
-        try:
-            r = conn.read_response()
-        except Closed as e:
-            pytest.fail(f"no final response after a 100 Continue: {e}")
-        assert r.status == 502
+        assert final_after_continue(conn).status == 502
 
 
 def test_backend_timeout_after_100_continue_gets_504(core, tcp_server) -> None:
@@ -348,14 +353,7 @@ def test_backend_timeout_after_100_continue_gets_504(core, tcp_server) -> None:
                 [cluster("b", be.address)]))
     try:
         with Conn(port) as conn:
-            conn.send(EXPECT)
-            assert conn.read_head()[0] == 100
-            conn.send(b"0123456789")
-            try:
-                r = conn.read_response()
-            except Closed as e:
-                pytest.fail(f"no final response after a 100 Continue: {e}")
-            assert r.status == 504
+            assert final_after_continue(conn).status == 504
     finally:
         release.set()
 
