@@ -68,7 +68,7 @@ typedef struct names {
     const char *base;
     uint32_t off[MAX_NAMES], len[MAX_NAMES];
     uint32_t n, piece;
-    int in_head, too_many;
+    int in_head;
     rl_resp_head rh; /* for the original head: the rewrite's bookkeeping, as rl_http.c feeds it */
     const rl_rule *rule;
 } names;
@@ -87,13 +87,9 @@ static int nm_field(llhttp_t *p, const char *at, size_t len)
     if (!f->in_head)
         return 0;
     uint32_t off = (uint32_t)(at - f->base);
-    if (!f->piece) {
-        if (f->n == MAX_NAMES) {
-            f->too_many = 1;
-        } else {
-            f->off[f->n] = off;
-            f->len[f->n] = 0;
-        }
+    if (!f->piece && f->n < MAX_NAMES) { /* past MAX_NAMES, n stays there: the head is skipped */
+        f->off[f->n] = off;
+        f->len[f->n] = 0;
     }
     if (f->n < MAX_NAMES)
         f->len[f->n] = off + (uint32_t)len - f->off[f->n];
@@ -157,7 +153,8 @@ static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data
     llhttp_errno_t err = llhttp_execute(&parser, (const char *)data, split);
     if (err == HPE_OK)
         err = llhttp_execute(&parser, (const char *)data + split, size - split);
-    if (err != HPE_PAUSED || in.too_many || parser.status_code < 200) {
+    /* The rewrite may add three lines: the written head's names must fit in `out` as well. */
+    if (err != HPE_PAUSED || in.n > MAX_NAMES - 3 || parser.status_code < 200) {
         rl_resp_head_free(&in.rh);
         return; /* not a complete final head: the proxy passes or refuses it, nothing to rewrite */
     }
