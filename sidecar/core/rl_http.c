@@ -25,7 +25,7 @@ struct rl_http_client {
     rl_sock sock;
     rl_outq out;   /* to the client */
     rl_outq in;    /* received but not yet parsed (pipelined requests) */
-    rl_outq retry; /* the upstream request head, kept for a retry */
+    rl_outq retry; /* the upstream request head (and the body until connected), kept for a retry */
     llhttp_t parser;
     rl_http_head *head; /* the worker's scratch, or owned while a head spans receives */
     char *headbuf;
@@ -47,6 +47,7 @@ struct rl_http_client {
     uint8_t awaits_continue; /* sent Expect: 100-continue and no body byte yet, and no 100 came */
     uint8_t fresh_only; /* a pooled connection failed it as a stale one: the rest go on new ones */
     uint8_t too_large; /* the body grew past the limit */
+    uint8_t body_kept; /* no upstream connected yet: the body so far is in `retry` too, for a connect retry */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
     uint8_t up_eof;            /* ... and the half-open rest is cut after an idle timeout of silence */
@@ -241,6 +242,7 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     c->ep = c->avoid = NULL;
     c->status = 0;
     c->attempts = c->resp_started = c->req_done = c->has_body = c->upgrade = c->retry_wait = c->fresh_only = 0;
+    c->body_kept = 0;
     /* Requests still to come: received and unparsed, or in the hands of a replay below (a
      * response the proxy makes itself finishes a request from inside the replay). */
     uint32_t unanswered = c->in.count + c->replaying;
@@ -277,11 +279,22 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     w->eng->recv_start(w, &c->sock);
 }
 
+/* An upstream connected, or the proxy answers itself: the body is no longer kept for a connect
+ * retry, nor the head (a request with a body is retried on connect failure only). */
+static void drop_kept_body(rl_worker *w, rl_http_client *c)
+{
+    if (!c->body_kept)
+        return;
+    c->body_kept = 0;
+    rl_outq_clear(w, &c->retry);
+}
+
 /* A response the proxy makes itself (400, 404, 431, 502, 503, 504). */
 static void respond_error(rl_worker *w, rl_http_client *c, int status)
 {
     if (c->closed)
         return;
+    drop_kept_body(w, c);
     if (c->resp_started) { /* part of a response already went out: only a cut is honest */
         count_response(w, c, status); /* a failed exchange, counted as the answer it would have had */
         rl_conn_abort_on_close(c->sock.fd); /* a reset: a FIN would make a cut body look complete */
@@ -344,6 +357,9 @@ static void head_done(rl_worker *w, rl_http_client *c)
         return respond_error(w, c, 413);
     if (rl_http_build_request(w, &c->retry, h, &rq, &c->parser, c->rule, c->ip))
         return respond_error(w, c, 503);
+    /* A body goes to a new upstream only if none reached one: kept until a connection is up. */
+    c->body_kept = c->has_body && !c->upgrade && c->rule->retry_attempts &&
+                   (c->rule->retry_flags & RL_RETRY_CONNECT_FAILURE);
     uint32_t rt = c->rule->request_timeout_ms;
     c->req_deadline = rt ? c->first_ms + rt : 0;
     if (c->req_deadline && c->req_deadline <= w->now_ms) /* the head alone took the whole timeout */
@@ -458,6 +474,16 @@ static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32
         respond_error(w, c, c->too_large ? 413 : 400);
         return len;
     }
+    if (used && c->body_kept) {
+        rl_buf_ref(w, bid);
+        if (rl_outq_push(w, &c->retry, bid, off, used)) {
+            rl_buf_unref(w, bid);
+            client_close(w, c);
+            return len;
+        }
+        if (!c->up && c->retry.count >= PAUSE_AT) /* waiting to retry: as much as one attempt holds */
+            w->eng->recv_stop(w, &c->sock);
+    }
     if (used && c->up) {
         rl_buf_ref(w, bid);
         if (rl_outq_push(w, rl_http_up_outq(c->up), bid, off, used)) {
@@ -527,10 +553,12 @@ static void feed(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, ui
 static int may_retry(const rl_http_client *c, int flag, int status)
 {
     const rl_rule *r = c->rule;
-    if (!r || c->attempts > r->retry_attempts || c->resp_started || c->has_body || c->upgrade)
+    if (!r || c->attempts > r->retry_attempts || c->resp_started || c->upgrade)
         return 0;
     if (flag == RL_RETRY_CONNECT_FAILURE) /* nothing reached the upstream: safe for any method */
-        return (r->retry_flags & (uint32_t)flag) != 0;
+        return (!c->has_body || c->body_kept) && (r->retry_flags & (uint32_t)flag) != 0;
+    if (c->has_body) /* streamed, not kept: it cannot go again */
+        return 0;
     if (flag) /* a reset after the request went out: it may have had effects */
         return c->idempotent && (r->retry_flags & (uint32_t)flag) != 0;
     if (!c->idempotent || status < 500 || status > 599)
@@ -567,6 +595,8 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
         }
     }
     rl_http_up_send(w, c->up);
+    if (c->up->state != U_CONNECTING) /* a pooled connection */
+        drop_kept_body(w, c);
     uint32_t bt = c->rule->backend_timeout_ms;
     uint64_t deadline = bt ? w->now_ms + bt : 0;
     if (c->req_deadline && (!deadline || c->req_deadline < deadline))
@@ -660,7 +690,7 @@ static void on_timer(rl_worker *w, rl_timer *t)
 void rl_http_on_up_connected(rl_worker *w, rl_http_client *c, int err)
 {
     if (!err)
-        return;
+        return drop_kept_body(w, c);
     rl_worker_cstats(w, c->cluster_slot)->connect_errors++;
     retry_or_fail(w, c, RL_RETRY_CONNECT_FAILURE, 0, 503);
 }

@@ -216,6 +216,8 @@ static void on_connected(rl_worker *w, rl_sock *s, int err)
     u->state = U_BUSY;
     w->eng->recv_start(w, s);
     rl_outq_kick(w, s, &u->out);
+    if (c)
+        rl_http_on_up_connected(w, c, 0);
 }
 
 static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
