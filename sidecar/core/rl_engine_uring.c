@@ -46,13 +46,20 @@ static ur_state *st(rl_worker *w) { return w->eng_state; }
 
 static inline uint64_t ud(void *p, unsigned op) { return (uint64_t)(uintptr_t)p | op; }
 
+/* SQ full: flush it (no wait) so that the next entries are free. */
+static void flush_sq(rl_worker *w)
+{
+    int n = io_uring_submit(&st(w)->ring);
+    if (n > 0)
+        w->totals.uring_submits += (uint64_t)n;
+    w->totals.uring_enters++;
+}
+
 static struct io_uring_sqe *get_sqe(rl_worker *w)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st(w)->ring);
     if (rl_unlikely(!sqe)) {
-        /* SQ full: flush it (no wait) and take a fresh entry. */
-        w->totals.uring_submits += (uint64_t)io_uring_submit(&st(w)->ring);
-        w->totals.uring_enters++;
+        flush_sq(w);
         sqe = io_uring_get_sqe(&st(w)->ring);
     }
     return sqe;
@@ -302,6 +309,10 @@ static void ur_send(rl_worker *w, rl_sock *s, const struct iovec *iov, unsigned 
 static void ur_connect(rl_worker *w, rl_sock *s, const struct sockaddr *sa, socklen_t len, uint32_t timeout_ms)
 {
     ur_state *u = st(w);
+    /* The connect and its link timeout go in one submit: a flush between them ends the chain
+     * (the timeout fails alone and only the wheel's later deadline is left). */
+    if (timeout_ms && io_uring_sq_space_left(&u->ring) < 2)
+        flush_sq(w);
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_connect(sqe, s->fd, sa, len);
     io_uring_sqe_set_data64(sqe, ud(s, OP_CONNECT));

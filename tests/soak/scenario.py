@@ -30,9 +30,9 @@ class Topology:
 
     @property
     def listen_ports(self) -> set[int]:
-        """The ports whose sockets the after-drain check looks for (not the relay port's: its
-        upstream side is found through b3)."""
-        return {self.http_port, self.tcp_port}
+        """The ports whose sockets the after-drain check looks for (upstream sides are found
+        through the backends' ports)."""
+        return {self.http_port, self.tcp_port, self.relay_port}
 
 
 @dataclass(frozen=True)
