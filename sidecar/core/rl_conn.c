@@ -6,9 +6,11 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#define RL_OUTQ_FIRST_CAP 4
+
 static int outq_grow(rl_outq *q)
 {
-    uint16_t cap = q->cap ? (uint16_t)(q->cap * 2) : 4;
+    uint16_t cap = q->cap ? (uint16_t)(q->cap * 2) : RL_OUTQ_FIRST_CAP;
     if (cap > 4096)
         return -1;
     rl_slice *s = malloc(cap * sizeof(*s));
@@ -146,6 +148,12 @@ void rl_outq_free(rl_outq *q)
     free(q->s);
     q->s = NULL;
     q->cap = q->count = q->head = 0;
+}
+
+void rl_outq_shrink(rl_outq *q)
+{
+    if (!q->count && q->cap > RL_OUTQ_FIRST_CAP)
+        rl_outq_free(q);
 }
 
 void rl_conn_abort_on_close(int fd)

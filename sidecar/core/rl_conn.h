@@ -30,6 +30,9 @@ void rl_outq_release(rl_worker *w, rl_outq *q);
 uint32_t rl_outq_tail_room(rl_worker *w, const rl_outq *q);
 /* Free the queue's array (it must be empty, or the worker is exiting). */
 void rl_outq_free(rl_outq *q);
+/* An empty queue that grew past its first size gives its array back: a connection going idle
+ * after a large transfer holds no more than a fresh one. */
+void rl_outq_shrink(rl_outq *q);
 /* Copy bytes into the queue's last transmit buffer or a new one; 0, or -1 when out of buffers. */
 int rl_outq_write(rl_worker *w, rl_outq *q, const char *p, uint32_t len);
 

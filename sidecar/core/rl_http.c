@@ -237,6 +237,7 @@ static void finish_request(rl_worker *w, rl_http_client *c)
 {
     adopt_newest_cfg(w, c);
     rl_outq_clear(w, &c->retry);
+    rl_outq_shrink(&c->retry);
     int refused_upgrade = c->upgrade; /* answered without a 101: the connection stays HTTP/1.1 */
     c->rule = NULL;
     c->ep = c->avoid = NULL;
@@ -1112,6 +1113,8 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     c->heard += res > 0;
     rl_outq_sent(w, &c->out, (uint32_t)res);
     rl_outq_kick(w, s, &c->out);
+    if (c->state == C_IDLE)
+        rl_outq_shrink(&c->out);
     if (c->close_after && !rl_unsent(&c->out, s))
         return flushed_close(w, c);
     shut_if_flushed(c);

@@ -79,6 +79,7 @@ void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
     if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY)
         return up_close(w, u);
     u->state = U_IDLE;
+    rl_outq_shrink(&u->out);
     rl_list_unlink(&u->pool_node);
     /* Most recently used first: it is the one most likely still open upstream. */
     u->pool_node.next = u->pool->idle.next;
