@@ -224,6 +224,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     rl_outq_sent(w, &r->side[to].out, (uint32_t)res);
     r->moved += res > 0;
     rl_outq_kick(w, s, &r->side[to].out);
+    rl_outq_shrink(&r->side[to].out); /* a long-lived session idle after a burst */
     if (r->failed) {
         if (!r->side[to].reset && flushed(&r->side[to]))
             reset_when_delivered(w, r);

@@ -271,16 +271,16 @@ def rule(name: str, *backends: str | tuple[str, int], prefix: str | None = None,
                 timeouts=timeouts or Timeouts(), retry=retry or Retry(), filters=tuple(fs))
 
 
-def tcp_rule(cluster_name: str) -> Rule:
-    return Rule(name="tcp", backends=(Backend(cluster=cluster_name),))
+def tcp_rule(cluster_name: str, retry: Retry = Retry()) -> Rule:
+    return Rule(name="tcp", backends=(Backend(cluster=cluster_name),), retry=retry)
 
 
 def http_listener(port: int, *rules: Rule, name: str = "web") -> Listener:
     return Listener(name=name, address=f"127.0.0.1:{port}", protocol="http", rules=tuple(rules))
 
 
-def tcp_listener(port: int, cluster_name: str, name: str = "tcp") -> Listener:
-    return Listener(name=name, address=f"127.0.0.1:{port}", protocol="tcp", rules=(tcp_rule(cluster_name),))
+def tcp_listener(port: int, cluster_name: str, name: str = "tcp", retry: Retry = Retry()) -> Listener:
+    return Listener(name=name, address=f"127.0.0.1:{port}", protocol="tcp", rules=(tcp_rule(cluster_name, retry),))
 
 
 def config(listeners: Iterable[Listener], clusters: Iterable[Cluster], generation: int = 1,

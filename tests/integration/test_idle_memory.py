@@ -1,7 +1,8 @@
 """Memory an idle keep-alive connection holds after it has been used (the target is <= 1 KiB,
 and no buffers): a connection that has carried a 1 MiB download to a slow reader and a 1 MiB
-upload replayed after a refused connection must hold no more, once idle, than one that carried a
-small request. The queues that grew for those transfers give their arrays back.
+upload (over HTTP, replayed after a refused connection) must hold no more, once idle, than one
+that carried a small request; so must a TCP relay session idle after the same bursts. The
+queues that grew for those transfers give their arrays back.
 
 Measured as the core's malloc heap in use (glibc mallinfo2, every arena) around connections
 made by a separate process to an nginx backend, so that only the core allocates meanwhile."""
@@ -16,7 +17,7 @@ import pytest
 from ringlane_sidecar.config.model import Retry
 
 from .conftest import SANITIZER_PRELOAD
-from .helpers import cluster, config, free_port, http_listener, rule, wait_for
+from .helpers import cluster, config, free_port, http_listener, rule, tcp_listener, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -90,13 +91,15 @@ def bytes_per_idle_connection(c, port: int, kind: str) -> float:  # type: ignore
 
 
 @pytest.mark.skipif(bool(SANITIZER_PRELOAD), reason="under ASan the heap is the sanitizer's, not glibc's")
-def test_used_connections_hold_no_more_once_idle(core, nginx) -> None:
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+def test_used_connections_hold_no_more_once_idle(core, nginx, protocol) -> None:
     port, dead = free_port(), free_port()
-    # [refused, nginx]: every request goes to the refused endpoint first, so the upload is kept
-    # while the retry waits; one worker, so all of it happens in one heap arena.
-    c = core(config([http_listener(port, rule("r", "b", retry=Retry(attempts=1, on=("connect-failure",),
-                                                                     backoff="10ms")))],
-                    [cluster("b", f"127.0.0.1:{dead}", nginx.a)]), cpus=[0])
+    # [refused, nginx]: every request (or session) goes to the refused endpoint first, so an
+    # HTTP upload is kept while the retry waits; one worker, so all of it happens in one arena.
+    retry = Retry(attempts=1, on=("connect-failure",), backoff="10ms")
+    listener = (http_listener(port, rule("r", "b", retry=retry)) if protocol == "http" else
+                tcp_listener(port, "b", retry=retry))
+    c = core(config([listener], [cluster("b", f"127.0.0.1:{dead}", nginx.a)]), cpus=[0])
     bytes_per_idle_connection(c, port, "small")  # warm-up: the worker's scratch, pools, arenas
     small = bytes_per_idle_connection(c, port, "small")
     big = bytes_per_idle_connection(c, port, "big")
