@@ -48,6 +48,7 @@ struct rl_http_client {
     uint8_t fresh_only; /* a pooled connection failed it as a stale one: the rest go on new ones */
     uint8_t too_large; /* the body grew past the limit */
     uint8_t body_kept; /* no upstream connected yet: the body so far is in `retry` too, for a connect retry */
+    uint8_t counted;   /* the current request is in the route's stats (count_response) */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
     uint8_t up_eof;            /* ... and the half-open rest is cut after an idle timeout of silence */
@@ -79,11 +80,23 @@ static const rl_cfg *cfg_of(rl_http_client *c) { return c->hold->cfg; }
 
 /* ---- closing ---- */
 
+/* A request routed (or refused) and not yet counted when its connection goes. */
+static int uncounted(const rl_http_client *c)
+{
+    return (c->state == C_BODY || c->state == C_WAIT) && !c->counted;
+}
+
+static void count_response(rl_worker *w, rl_http_client *c, int status);
+
 static void client_close(rl_worker *w, rl_http_client *c)
 {
     if (c->closed)
         return;
     c->closed = 1;
+    /* Gone mid-exchange (the client left, or stopped reading for a whole timeout): counted as
+     * the response it was getting, or before any, as 499 like nginx (client closed request). */
+    if (uncounted(c))
+        count_response(w, c, c->resp_started && c->up ? (int)c->up->parser.status_code : 499);
     rl_timer_cancel(&w->wheel, &c->timer);
     if (c->up) {
         rl_http_up_detach(w, c->up, 0);
@@ -199,6 +212,7 @@ static void arm_tunnel(rl_worker *w, rl_http_client *c)
 static void count_response(rl_worker *w, rl_http_client *c, int status)
 {
     static const uint64_t bounds[RL_HIST_BUCKETS] = RL_HIST_BOUNDS_NS;
+    c->counted = 1;
     rl_rule_stats *rs = rl_worker_rstats(w, c->stat_slot);
     int cls = status / 100 - 1;
     rs->requests[cls < 0 ? 0 : cls > 4 ? 4 : cls]++;
@@ -377,6 +391,7 @@ static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, ui
     const rl_cfg *cfg = cfg_of(c);
     if (c->state == C_IDLE) {
         c->state = C_HEAD;
+        c->counted = 0;
         c->start_ns = rl_now_ns();
         c->first_ms = w->now_ms;
         c->stat_slot = c->lc->noroute_slot; /* a 400/408/431 before routing: not the last request's rule */
@@ -1153,7 +1168,7 @@ static void client_destroy(rl_worker *w, rl_conn_base *b)
     rl_http_client *c = rl_container_of(b, rl_http_client, base);
     rl_timer_cancel(&w->wheel, &c->timer); /* the wheel outlives it (an upstream's cancel walks it) */
     if (!c->closed) { /* cut at the drain deadline: counted, and a reset when mid-exchange */
-        if ((c->state == C_BODY || c->state == C_WAIT) && !c->status && !c->close_after) /* not answered */
+        if (uncounted(c))
             count_response(w, c, 504);
         if (c->state != C_IDLE || c->out.count)
             rl_conn_abort_on_close(c->sock.fd);

@@ -65,7 +65,9 @@ class CoreCollector(Collector):
         yield from self._engine(core)
 
     def _http(self, core: Core) -> Iterator[Metric]:
-        reqs = CounterMetricFamily("ringlane_http_requests", "HTTP requests answered, by code class.",
+        reqs = CounterMetricFamily("ringlane_http_requests",
+                                   "HTTP requests by code class (a client gone mid-response counts as that "
+                                   "response; before any, as 4xx: nginx's 499).",
                                    labels=("listener", "route", "code"))
         dur = HistogramMetricFamily("ringlane_http_request_duration_seconds",
                                     "Time from the first byte of a request to its response being queued.",
