@@ -207,6 +207,15 @@ static void finish_connect(rl_worker *w, rl_sock *s)
     s->ops->on_connected(w, s, -soerr);
 }
 
+/* A send's result, kept for after the call that made it (ep_send). */
+static void deliver_sent(rl_worker *w, rl_sock *s)
+{
+    int res = s->pend_sent > 0 ? s->pend_sent - 1 : s->pend_sent;
+    s->pend_sent = 0;
+    s->flags &= (uint16_t)~RL_S_SENDING;
+    s->ops->on_sent(w, s, res);
+}
+
 static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
 {
     if (s->flags & RL_S_CLOSED)
@@ -225,6 +234,13 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
     if ((s->flags & RL_S_SENDING) && (s->flags & RL_S_WRITABLE) && !s->pend_sent) {
         s->flags &= (uint16_t)~RL_S_SENDING; /* room again: the state machine sends the rest */
         s->ops->on_sent(w, s, 0);
+        if (s->flags & RL_S_CLOSED)
+            return;
+    }
+    /* A send made earlier in this turn is done before the reply it caused is read (a response
+     * read first would find its request still queued, and the connection not reusable). */
+    if (s->pend_sent) {
+        deliver_sent(w, s);
         if (s->flags & RL_S_CLOSED)
             return;
     }
@@ -281,10 +297,7 @@ static void run_pending(rl_worker *w)
                 continue;
         }
         if (s->pend_sent) {
-            int res = s->pend_sent > 0 ? s->pend_sent - 1 : s->pend_sent;
-            s->pend_sent = 0;
-            s->flags &= (uint16_t)~RL_S_SENDING;
-            s->ops->on_sent(w, s, res);
+            deliver_sent(w, s);
             if (s->flags & RL_S_CLOSED)
                 continue;
         }

@@ -722,7 +722,7 @@ void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u)
 static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int reuse)
 {
     count_response(w, c, (int)u->parser.status_code);
-    rl_http_up_detach(w, u, reuse && c->req_done);
+    rl_http_up_detach(w, u, reuse && c->req_done && !u->no_reuse);
     c->up = NULL;
     arm(w, c, 0);
     if (!c->req_done) { /* the upstream answered before the body ended: stop here */
@@ -1046,6 +1046,9 @@ static int resp_on_headers_complete(llhttp_t *p)
     /* No body follows, whatever the headers say (RFC 9112 6.3; this llhttp does not know it
      * for statuses): bytes after such a head would reach the client as the next response. */
     int no_body = u->method == HTTP_HEAD || status == 204 || status == 304 || (status >= 100 && status < 200 && status != 101);
+    /* RFC 9110 8.6, 6.1: a 204 has no framing fields; one that has them may send a body after
+     * its head, which the next request on the connection would take for its response. */
+    u->no_reuse = status == 204 && ((p->flags & F_CHUNKED) || p->content_length > 0);
     if (c && status >= 200 && !c->req_done)
         c->keepalive = 0; /* an early response: the unread rest of the body ends the connection */
     if (c && !no_body && status >= 200 && status != 204 && status != 304 &&

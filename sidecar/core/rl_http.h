@@ -146,6 +146,7 @@ typedef struct rl_http_up {
     uint8_t reused; /* taken from the pool for this request: the upstream may have closed it */
     uint8_t heard;  /* a response byte arrived for this request */
     uint8_t lb;     /* what rl_lb_begin counted for the client's exchange (rl_balance.h) */
+    uint8_t no_reuse; /* a 204 that declared a body: what it may still send would desync the next */
     /* Response head rewrite (hop-by-hop headers out, the rule's responseHeaderModifier applied,
      * "Connection: close" in when it is the connection's last). resp_base is the head's first
      * byte: in the receive buffer, or in headbuf when the head spans receives. */
