@@ -227,23 +227,40 @@ static void count_response(rl_worker *w, rl_http_client *c, int status)
 /* Between requests a keep-alive connection moves to the newest config, so pooled clients see
  * route and endpoint changes; a connection whose listener is gone closes instead, and so does
  * one whose address another listener took (its stats would otherwise move with it). */
-static void adopt_newest_cfg(rl_worker *w, rl_http_client *c)
+static const rl_listener_cfg *newest_listener(const rl_worker *w, const rl_http_client *c)
 {
     const rl_cfg *cur = w->cfg;
-    if (!cur || cur == c->hold->cfg)
-        return;
-    for (uint32_t i = 0; i < cur->nlisteners; i++) {
+    for (uint32_t i = 0; cur && i < cur->nlisteners; i++) {
         const rl_listener_cfg *l = &cur->listeners[i];
         if (l->proto == RL_PROTO_HTTP && l->slot == c->lc->slot &&
-            rl_addr_equal(&l->addr, l->addrlen, &c->lc->addr, c->lc->addrlen)) {
-            rl_cfg_hold *old = c->hold;
-            c->hold = rl_worker_hold_cfg(w); /* take the new one before the old one may be freed */
-            c->lc = l;
-            rl_worker_release_cfg(w, old);
-            return;
-        }
+            rl_addr_equal(&l->addr, l->addrlen, &c->lc->addr, c->lc->addrlen))
+            return l;
     }
-    c->keepalive = 0;
+    return NULL;
+}
+
+static void adopt_newest_cfg(rl_worker *w, rl_http_client *c)
+{
+    if (!w->cfg || w->cfg == c->hold->cfg)
+        return;
+    const rl_listener_cfg *l = newest_listener(w, c);
+    if (!l) {
+        c->keepalive = 0;
+        return;
+    }
+    rl_cfg_hold *old = c->hold;
+    c->hold = rl_worker_hold_cfg(w); /* take the new one before the old one may be freed */
+    c->lc = l;
+    rl_worker_release_cfg(w, old);
+}
+
+/* Before a response head is written: a reload that removed this connection's listener ends
+ * the connection after it, and the head says so (a pipelined request behind it is not served,
+ * and the client must learn that from this response, RFC 9112 9.6). */
+static void close_if_listener_gone(const rl_worker *w, rl_http_client *c)
+{
+    if (c->keepalive && w->cfg && w->cfg != c->hold->cfg && !newest_listener(w, c))
+        c->keepalive = 0;
 }
 
 /* Ready for the next request on this connection (or close it). */
@@ -326,6 +343,7 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
     if (c->has_body && !c->req_done)
         c->linger = 1;
     c->resp_started = 1;
+    close_if_listener_gone(w, c);
     int head_only = c->state != C_HEAD && c->state != C_IDLE && c->method == HTTP_HEAD; /* method known */
     if (rl_http_build_error(w, &c->out, status, !c->keepalive, head_only))
         return client_close(w, c);
@@ -892,6 +910,8 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
     const char *data = rl_buf_data(&w->bufs, bid);
     uint32_t pos = 0;
     int again = 1; /* after a pause the parser runs once more even on no bytes: the message may end there */
+    if (!c->resp_started)
+        close_if_listener_gone(w, c);
     while ((pos < len || again) && !c->closed && c->up == u) {
         again = 0;
         if (c->state == C_TUNNEL) {

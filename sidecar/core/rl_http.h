@@ -169,6 +169,9 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
 void rl_http_up_send(rl_worker *w, rl_http_up *u);           /* kick its output queue */
 /* A cluster's pool at max_conns closes an idle connection, if it has one (TCP relays count too). */
 void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns);
+/* After a reload: idle pooled connections to an endpoint the new config no longer names (its
+ * cluster or that endpoint removed) close now, not at their idle timeout. */
+void rl_http_pools_prune(rl_worker *w, const rl_cfg *cfg);
 void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u); /* a tunnel's client half-closed */
 rl_outq *rl_http_up_outq(rl_http_up *u);
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse); /* client done with it */

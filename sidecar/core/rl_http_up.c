@@ -92,6 +92,33 @@ void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
     w->eng->recv_start(w, &u->sock); /* notice an upstream close while idle */
 }
 
+static int names_endpoint(const rl_cluster *cl, const rl_http_up *u)
+{
+    for (uint32_t i = 0; i < cl->neps; i++)
+        if (rl_addr_equal(&cl->eps[i].addr, cl->eps[i].addrlen, &u->addr, u->addrlen))
+            return 1;
+    return 0;
+}
+
+void rl_http_pools_prune(rl_worker *w, const rl_cfg *cfg)
+{
+    for (uint32_t slot = 0; slot < RL_MAX_SLOTS; slot++) {
+        rl_pool *pool = w->pools[slot];
+        if (!pool || !pool->nidle)
+            continue;
+        const rl_cluster *cl = NULL;
+        for (uint32_t i = 0; i < cfg->nclusters && !cl; i++)
+            if (cfg->clusters[i].slot == slot)
+                cl = &cfg->clusters[i];
+        for (rl_list *n = pool->idle.next, *next; n != &pool->idle; n = next) {
+            next = n->next;
+            rl_http_up *u = rl_container_of(n, rl_http_up, pool_node);
+            if (!cl || !names_endpoint(cl, u))
+                up_close(w, u);
+        }
+    }
+}
+
 void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns)
 {
     if (pool->nopen >= max_conns && pool->nidle) /* the least recently used goes */

@@ -43,6 +43,7 @@ typedef struct rl_worker_totals {
     uint64_t upstream_conns_active;
     uint64_t upstream_conns_idle;
     uint64_t rx_copied;            /* receives copied out of a scarce receive-buffer pool */
+    uint64_t draining;             /* 1 once the worker has taken a drain in (it writes no keep-alive after) */
 } rl_worker_totals;
 /* cffi:end */
 

@@ -11,6 +11,7 @@
 
 #include "rl_conn.h"
 #include "rl_core.h"
+#include "rl_http.h"
 
 #define ALLOC_SLOT(table, type)                                                        \
     type *p = w->table[slot];                                                          \
@@ -172,6 +173,7 @@ static void switch_cfg(rl_worker *w, rl_cfg *cfg)
         if (l->cfg_index == UINT32_MAX)
             close_listener(w, l);
     }
+    rl_http_pools_prune(w, cfg);
     __atomic_store_n(&w->totals.config_generation, cfg->generation, __ATOMIC_RELEASE);
     publish_oldest(w);
 }
@@ -218,6 +220,7 @@ static rl_cfg *next_cfg(rl_worker *w)
 static void start_drain(rl_worker *w, uint32_t timeout_ms)
 {
     w->draining = 1;
+    w->totals.draining = 1;
     w->accepting = 0;
     w->drain_deadline_ms = rl_now_ms() + timeout_ms;
     while (!rl_list_empty(&w->listeners))

@@ -40,6 +40,7 @@ class WorkerTotals:
     upstream_conns_active: int
     upstream_conns_idle: int
     rx_copied: int  # receives copied out of a scarce receive-buffer pool
+    draining: bool  # the worker has taken a drain in
 
 
 class Core:
@@ -118,7 +119,8 @@ class Core:
             lib.rl_core_read_totals(self._core, i, out)
             yield WorkerTotals(out.uring_submits, out.uring_enters, out.uring_buf_exhausted,
                                out.epoll_waits, out.loop_turns, out.config_generation, out.conns_active,
-                               out.upstream_conns_active, out.upstream_conns_idle, out.rx_copied)
+                               out.upstream_conns_active, out.upstream_conns_idle, out.rx_copied,
+                               bool(out.draining))
 
     def listener_stats(self) -> dict[str, dict[str, int]]:
         ffi, lib = self._ffi, self._lib
