@@ -308,6 +308,11 @@ def digest_app(req: Request) -> Reply:
     return Reply(200, body.encode())
 
 
+def digest_of(body: bytes, framing: str = "length") -> list[str]:
+    """What digest_app answers for body, split in words."""
+    return [str(len(body)), hashlib.sha256(body).hexdigest(), framing]
+
+
 def headers_app(req: Request) -> Reply:
     """Echo the request line and the header list as JSON."""
     doc = {"method": req.method, "target": req.target, "headers": req.headers}

@@ -305,6 +305,24 @@ def rewrite_filter(prefix: str) -> Filter:
 ZERO_CODES = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
 
 
+def total(c, field: str) -> int:  # type: ignore[no-untyped-def]
+    """A worker gauge or counter of core c, summed over its workers."""
+    return sum(getattr(t, field) for t in c.totals())
+
+
+def in_flight(c) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    """(client connections, busy upstream connections (open minus idle pooled ones), requests in
+    flight to any cluster) of core c."""
+    busy = total(c, "upstream_conns_active") - total(c, "upstream_conns_idle")
+    return total(c, "conns_active"), busy, sum(cs["active"] for cs in c.cluster_stats().values())
+
+
+def wait_settled(c, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Waits until no client connection, busy upstream connection or request in flight is left."""
+    wait_for(lambda: in_flight(c) == (0, 0, 0), timeout,
+             lambda: f"no client connection, busy upstream connection or request in flight (now {in_flight(c)})")
+
+
 def wait_codes(core, listener: str, route: str, timeout: float = 3.0, **expected: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
     """Wait until rule_stats()[(listener, route)]["codes"] equals ZERO_CODES updated with
     expected (keys like s2xx=3 or "2xx"), then return that rule's stats. A response is counted

@@ -17,16 +17,13 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits, Retry, Timeouts
 
-from .backends import Reader, Reply, Request, digest_app, reset_action
-from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
+from .backends import Reader, Reply, Request, digest_app, digest_of, reset_action
+from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, in_flight, rule, wait_for,
+                      wait_settled)
 
 pytestmark = pytest.mark.timeout(60)
 
 ONE = [0]  # one worker: round-robin over [refused, live] starts at the refused endpoint
-
-
-def digest(body: bytes, framing: str) -> list[str]:
-    return [str(len(body)), hashlib.sha256(body).hexdigest(), framing]
 
 
 def chunked(body: bytes, size: int) -> bytes:
@@ -48,11 +45,11 @@ def test_body_is_replayed_after_a_refused_connection(core, http_backend) -> None
             method = "POST" if i % 2 == 0 else "PUT"
             conn.send(build_request(method, f"/by-length/{i}", body=body))
             r = conn.read_response()
-            assert (r.status, r.text.split()) == (200, digest(body, "length")), r
+            assert (r.status, r.text.split()) == (200, digest_of(body, "length")), r
             conn.send(build_request(method, f"/chunked/{i}", [("Transfer-Encoding", "chunked")]) +
                       chunked(body, 40000))
             r = conn.read_response()
-            assert (r.status, r.text.split()) == (200, digest(body, "chunked")), r
+            assert (r.status, r.text.split()) == (200, digest_of(body, "chunked")), r
     assert be.count == 8
     assert c.cluster_stats()["b"]["connect_errors"] >= 4  # half of them went to the refused one first
 
@@ -71,7 +68,7 @@ def test_body_sent_during_the_retry_backoff_is_kept(core, http_backend) -> None:
         conn.send(build_request("POST", "/upload", [("Content-Length", str(len(body)))]))
         conn.send(body)
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body, "length")), r
+        assert (r.status, r.text.split()) == (200, digest_of(body, "length")), r
         assert c.cluster_stats()["b"]["connect_errors"] == 1
         assert conn.request("GET", "/after").status == 200  # the connection stays usable
     assert be.count == 2
@@ -104,19 +101,6 @@ def test_body_that_reached_the_upstream_is_not_replayed(core, http_backend) -> N
 
 
 # ---- bodies that arrive while the retry waits ----
-
-def quiet(c) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
-    """(client connections open, upstream connections busy (open minus idle pooled ones),
-    requests in flight to any cluster), summed over the workers."""
-    ts = list(c.totals())
-    busy = sum(t.upstream_conns_active for t in ts) - sum(t.upstream_conns_idle for t in ts)
-    return (sum(t.conns_active for t in ts), busy, sum(cs["active"] for cs in c.cluster_stats().values()))
-
-
-def wait_settled(c) -> None:  # type: ignore[no-untyped-def]
-    wait_for(lambda: quiet(c) == (0, 0, 0), 10,
-             lambda: f"no client connection, busy upstream connection or request in flight (now {quiet(c)})")
-
 
 def connect_errors(c, n: int) -> None:  # type: ignore[no-untyped-def]
     """Waits until the n-th connect failure (the retry's backoff starts right after it)."""
@@ -202,7 +186,7 @@ def test_chunked_body_with_trailer_trickling_across_two_refused_endpoints(core, 
             conn.send(wire[i:i + 7])
             time.sleep(0.001)  # pacing: small segments, spread over the backoffs (not a synchronisation)
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body, "chunked")), r
+        assert (r.status, r.text.split()) == (200, digest_of(body, "chunked")), r
         assert c.cluster_stats()["b"]["connect_errors"] == 2
     assert len(seen) == 1 and be.accepted == 1, seen
     assert seen[0].target == "/trailer"
@@ -231,7 +215,7 @@ def test_body_parts_sent_during_each_of_three_backoffs_arrive_in_order(core, htt
         connect_errors(c, 3)
         conn.send(body[cuts[3]:])
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body, "length")), r
+        assert (r.status, r.text.split()) == (200, digest_of(body, "length")), r
     assert c.cluster_stats()["b"]["connect_errors"] == 3
     assert be.count == 1 and be.accepted == 1
 
@@ -254,7 +238,7 @@ def test_body_sent_while_the_connect_hangs_then_retried(core, http_backend, blac
         assert be.accepted == 0
         conn.send(body[100_000:])
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body, "length")), r
+        assert (r.status, r.text.split()) == (200, digest_of(body, "length")), r
     assert c.cluster_stats()["b"]["connect_errors"] == 1
     assert be.count == 1
 
@@ -276,7 +260,7 @@ def test_expect_continue_comes_from_the_endpoint_reached_after_a_retry(core, htt
         assert c.cluster_stats()["b"]["connect_errors"] == 1 and be.accepted == 1
         conn.send(body)
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body, "length")), r
+        assert (r.status, r.text.split()) == (200, digest_of(body, "length")), r
     assert be.count == 1
     assert [v.lower() for v in be.requests[0].header_all("expect")] == ["100-continue"]
 
@@ -293,12 +277,12 @@ def test_pipelined_requests_with_bodies_each_retried(core, http_backend) -> None
     first, last = os.urandom(100_000), os.urandom(70_000)
     data = (build_request("POST", "/1", body=first) + build_request("GET", "/2") + build_request("GET", "/3") +
             build_request("POST", "/4", [("Transfer-Encoding", "chunked")]) + chunked(last, 9000))
-    empty = digest(b"", "length")
+    empty = digest_of(b"", "length")
     with Conn(port, timeout=10) as conn:
         conn.send(data)
         got = [conn.read_response() for _ in range(4)]
-    want = [["POST", "/1", *digest(first, "length")], ["GET", "/2", *empty], ["GET", "/3", *empty],
-            ["POST", "/4", *digest(last, "chunked")]]
+    want = [["POST", "/1", *digest_of(first, "length")], ["GET", "/2", *empty], ["GET", "/3", *empty],
+            ["POST", "/4", *digest_of(last, "chunked")]]
     assert [(r.status, r.text.split()) for r in got] == [(200, w) for w in want], got
     assert c.cluster_stats()["b"]["connect_errors"] == 4
     assert [q.target for q in be.requests] == ["/1", "/2", "/3", "/4"]
@@ -399,7 +383,7 @@ def test_client_gone_mid_body_while_the_retry_waits(core, http_backend, how: str
             assert 8 * 16384 < sent < 16 << 20, f"sent {sent}: the proxy did not stop reading during the backoff"
         else:
             conn.send(b"q" * 3000)
-        assert quiet(c) == (1, 0, 0), "one client connection, nothing upstream during the backoff"
+        assert in_flight(c) == (1, 0, 0), "one client connection, nothing upstream during the backoff"
         if how == "reset":
             conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     finally:

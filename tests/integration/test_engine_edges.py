@@ -17,15 +17,11 @@ import threading
 import pytest
 
 from .conftest import run_python
-from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, tcp_listener, wait_for
+from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, tcp_listener, total, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def total(c, field: str) -> int:  # type: ignore[no-untyped-def]
-    return sum(getattr(t, field) for t in c.totals())
 
 
 def run_child(func: str, *args: object, timeout: float = 40) -> tuple[int, str]:

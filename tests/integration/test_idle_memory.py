@@ -17,7 +17,7 @@ import pytest
 from ringlane_sidecar.config.model import Retry
 
 from .conftest import SANITIZER_PRELOAD
-from .helpers import cluster, config, free_port, http_listener, rule, tcp_listener, wait_for
+from .helpers import cluster, config, free_port, http_listener, rule, tcp_listener, total, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -70,23 +70,19 @@ def heap_in_use() -> int:
     return int(libc.mallinfo2().uordblks)
 
 
-def open_conns(c, port: int) -> int:  # type: ignore[no-untyped-def]
-    return sum(t.conns_active for t in c.totals())
-
-
 def bytes_per_idle_connection(c, port: int, kind: str) -> float:  # type: ignore[no-untyped-def]
     before = heap_in_use()
     p = subprocess.Popen([sys.executable, "-c", CLIENT, str(port), str(CONNS), kind],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready", "the client failed"
-        wait_for(lambda: open_conns(c, port) == CONNS, 10, "the connections to be open")
+        wait_for(lambda: total(c, "conns_active") == CONNS, 10, "the connections to be open")
         used = heap_in_use() - before
     finally:
         assert p.stdin is not None
         p.stdin.close()
         p.wait(30)
-    wait_for(lambda: open_conns(c, port) == 0, 10, "the connections to close")
+    wait_for(lambda: total(c, "conns_active") == 0, 10, "the connections to close")
     return used / CONNS
 
 

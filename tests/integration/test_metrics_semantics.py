@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from .backends import Flaky, Reply, echo_handler, recv_head, reset, reset_action, stall_forever
-from .helpers import Conn, build_request, cluster, config, free_port, get, http_listener, rule, tcp_listener, wait_for
+from .backends import Flaky, Reply, echo_handler, reset, reset_action, stall_forever
+from .helpers import (Conn, build_request, cluster, config, free_port, get, http_listener, rule, tcp_listener, total,
+                      wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,7 +75,7 @@ def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
 
 
 def idle(c) -> bool:  # type: ignore[no-untyped-def]
-    return sum(t.conns_active for t in c.totals()) == 0
+    return total(c, "conns_active") == 0
 
 
 # ---- tests ----

@@ -19,29 +19,14 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 from ringlane_sidecar.core import CoreError
 
-from .backends import Reply, digest_app, recv_all, recv_head
+from .backends import Reply, digest_app, digest_of, recv_all, recv_head
 from .conftest import apply_and_wait
 from .helpers import (Closed, Conn, build_request, cluster, config, free_port, http_listener, port_open, rule,
-                      wait_for)
+                      wait_for, wait_settled)
 
 pytestmark = pytest.mark.timeout(90)
 
 ONE = [0]  # one worker: round-robin over [refused, live] starts at the refused endpoint
-
-
-def digest(body: bytes, framing: str = "length") -> list[str]:
-    return [str(len(body)), hashlib.sha256(body).hexdigest(), framing]
-
-
-def quiet(c) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
-    """(client connections, busy upstream connections, requests in flight to any cluster)."""
-    ts = list(c.totals())
-    busy = sum(t.upstream_conns_active for t in ts) - sum(t.upstream_conns_idle for t in ts)
-    return (sum(t.conns_active for t in ts), busy, sum(cs["active"] for cs in c.cluster_stats().values()))
-
-
-def wait_settled(c) -> None:  # type: ignore[no-untyped-def]
-    wait_for(lambda: quiet(c) == (0, 0, 0), 10, lambda: f"gauges back to zero (now {quiet(c)})")
 
 
 def start_drain(c, timeout_ms: int) -> None:  # type: ignore[no-untyped-def]
@@ -85,7 +70,7 @@ def test_cluster_removed_while_retry_backoff_holds_the_body(core, http_backend) 
                                      generation=g))
         conn.send(body[100_000:])
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, ["old", *digest(body)[:2]]), r
+        assert (r.status, r.text.split()) == (200, ["old", *digest_of(body)[:2]]), r
         r = conn.request("POST", "/next", body=b"abc")
         assert r.status == 200 and r.text.startswith("new "), r
     assert old.count == 1 and new.count == 1
@@ -228,7 +213,7 @@ def test_body_limit_lowered_mid_upload_applies_from_the_next_request(core, http_
                                  limits=Limits(request_header_timeout="2s", max_request_body_bytes=1000)))
         conn.send(body[1 << 19:])
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body)), r
+        assert (r.status, r.text.split()) == (200, digest_of(body)), r
         r = conn.request("POST", "/b", body=b"z" * 5000)
         assert r.status == 413, r
     wait_settled(c)
@@ -344,7 +329,7 @@ def test_drain_while_retry_backoff_holds_the_body(core, http_backend) -> None:
         start_drain(c, 8000)
         conn.send(body[1000:])
         r = conn.read_response()
-        assert (r.status, r.text.split()) == (200, digest(body)), r
+        assert (r.status, r.text.split()) == (200, digest_of(body)), r
         assert [v.lower() for v in r.header_all("connection")] == ["close"], r.headers
         assert conn.at_eof(3)
     wait_for(lambda: c.running_workers() == 0, 5, "workers to exit")

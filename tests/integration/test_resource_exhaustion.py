@@ -13,14 +13,10 @@ import pytest
 from ringlane_sidecar.config.model import Limits
 
 from .backends import Reply, endless
-from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, wait_for
+from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, total, wait_for
 from .test_http_client_stalls import active
 
 pytestmark = pytest.mark.timeout(40)
-
-
-def total(c, field: str) -> int:  # type: ignore[no-untyped-def]
-    return sum(getattr(t, field) for t in c.totals())
 
 
 def test_connection_closed_while_waiting_for_a_buffer_is_released(core, http_backend) -> None:
