@@ -308,6 +308,27 @@ def digest_app(req: Request) -> Reply:
     return Reply(200, body.encode())
 
 
+def continue_then_created(before_continue: Callable[[], object], got_body: threading.Event) -> Callable[..., None]:
+    """A raw backend for Expect: 100-continue: reads the head, runs before_continue (its wait),
+    sends the 100, reads a 4-byte body (then sets got_body), answers 201 "ok", reads to EOF."""
+    def handler(conn: socket.socket, index: int) -> None:
+        got = recv_head(conn)
+        if got is None:
+            return
+        before_continue()
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = got[1]
+        while len(body) < 4:
+            d = conn.recv(100)
+            if not d:
+                return
+            body += d
+        got_body.set()
+        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+        recv_all(conn)
+    return handler
+
+
 def digest_of(body: bytes, framing: str = "length") -> list[str]:
     """What digest_app answers for body, split in words."""
     return [str(len(body)), hashlib.sha256(body).hexdigest(), framing]

@@ -305,6 +305,23 @@ def rewrite_filter(prefix: str) -> Filter:
 ZERO_CODES = {"1xx": 0, "2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0}
 
 
+def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
+    """Sends data on a new connection and returns all it gets back until the proxy closes it
+    (or resets it, or the timeout passes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return out
+
+
 def total(c, field: str) -> int:  # type: ignore[no-untyped-def]
     """A worker gauge or counter of core c, summed over its workers."""
     return sum(getattr(t, field) for t in c.totals())

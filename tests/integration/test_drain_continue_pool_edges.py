@@ -13,7 +13,7 @@ import pytest
 
 from ringlane_sidecar.config.model import Backend, Limits, Listener, Retry, Rule, Timeouts
 
-from .backends import Reply, Request, digest_app, echo_handler, recv_all, recv_head, upgrade_echo
+from .backends import Reply, Request, continue_then_created, digest_app, echo_handler, recv_all, recv_head, upgrade_echo
 from .helpers import (ZERO_CODES, Closed, Conn, build_request, cluster, config, free_port, http_listener, proxy_side, rule,
                       tcp_listener, wait_codes, wait_for)
 from .test_upgrade import UPGRADE, recv_exact
@@ -211,23 +211,8 @@ def test_client_awaiting_100_continue_from_a_slow_upstream_is_not_cut(core, tcp_
     the 100 reaches the client, its body reaches the upstream, and the 201 comes back."""
     got_body = threading.Event()
 
-    def handler(conn: socket.socket, index: int) -> None:
-        got = recv_head(conn)
-        if got is None:
-            return
-        time.sleep(1.0)  # the upstream decides whether it wants the body
-        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = got[1]
-        while len(body) < 4:
-            d = conn.recv(100)
-            if not d:
-                return
-            body += d
-        got_body.set()
-        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
-        recv_all(conn)
-
-    srv = tcp_server(handler)
+    # the upstream decides (1 s) whether it wants the body
+    srv = tcp_server(continue_then_created(lambda: time.sleep(1.0), got_body))
     port = free_port()
     core(config([http_listener(port, rule("r", "b", timeouts=Timeouts(backend_request="4s")))],
                 [cluster("b", srv.address)], limits=IDLE), cpus=ONE)

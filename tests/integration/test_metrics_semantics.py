@@ -12,8 +12,8 @@ import time
 import pytest
 
 from .backends import Flaky, Reply, echo_handler, reset, reset_action, stall_forever
-from .helpers import (Conn, build_request, cluster, config, free_port, get, http_listener, rule, tcp_listener, total,
-                      wait_for)
+from .helpers import (Conn, build_request, cluster, config, free_port, get, http_listener, raw, rule, tcp_listener,
+                      total, wait_for)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,21 +57,6 @@ def wait_metrics(c, cond, what: str, timeout: float = 5.0) -> dict:  # type: ign
         last[0] = scrape(c)
         return last[0] if cond(last[0]) else None
     return wait_for(ready, timeout, lambda: f"{what}: {sorted((k[0], sorted(k[1]), v) for k, v in (last[0] or {}).items() if v)}")
-
-
-def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return out
 
 
 def idle(c) -> bool:  # type: ignore[no-untyped-def]

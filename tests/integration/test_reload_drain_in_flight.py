@@ -19,7 +19,7 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 from ringlane_sidecar.core import CoreError
 
-from .backends import Reply, digest_app, digest_of, recv_all, recv_head
+from .backends import Reply, continue_then_created, digest_app, digest_of, recv_all, recv_head
 from .conftest import apply_and_wait
 from .helpers import (Closed, Conn, build_request, cluster, config, free_port, http_listener, port_open, rule,
                       wait_for, wait_settled)
@@ -342,23 +342,7 @@ def test_drain_while_client_awaits_100_continue(core, tcp_server) -> None:
     go = threading.Event()
     got_body = threading.Event()
 
-    def handler(conn: socket.socket, index: int) -> None:
-        got = recv_head(conn)
-        if got is None:
-            return
-        go.wait(10)
-        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = got[1]
-        while len(body) < 4:
-            d = conn.recv(100)
-            if not d:
-                return
-            body += d
-        got_body.set()
-        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
-        recv_all(conn)
-
-    srv = tcp_server(handler)
+    srv = tcp_server(continue_then_created(lambda: go.wait(10), got_body))
     port = free_port()
     c = core(config([http_listener(port, rule("r", "b"))], [cluster("b", srv.address)]), cpus=ONE)
     try:

@@ -11,25 +11,11 @@ import threading
 
 import pytest
 
-from .helpers import Conn, build_request, cluster, config, free_port, get, http_listener, nginx_echo, rule, wait_for
+from .helpers import (Conn, build_request, cluster, config, free_port, get, http_listener, nginx_echo, raw, rule,
+                      wait_for)
 from .test_http_routing import route_of
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def raw(port: int, data: bytes, timeout: float = 5.0) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                out += chunk
-        except (socket.timeout, ConnectionResetError):
-            pass
-        return out
 
 
 def where_4xx(c) -> dict:  # type: ignore[no-untyped-def]
