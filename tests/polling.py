@@ -9,11 +9,22 @@ from typing import Callable, TypeVar
 T = TypeVar("T")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback TCP port that nothing listens on right now, and not one this process was given
+    before: the kernel may hand the same free port to two calls in a row, and `port, dead =
+    free_port(), free_port()` then makes the "dead" endpoint the proxy's own listener."""
+    if len(_handed_out) > 10000:  # a long session: the oldest are long closed
+        _handed_out.clear()
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -16,7 +16,7 @@ static const uint8_t sqe_ops[] = {
     IORING_OP_CONNECT,      /* upstream connects */
     IORING_OP_LINK_TIMEOUT, /* connect timeout */
     IORING_OP_ASYNC_CANCEL, /* stop a multishot recv/accept */
-    IORING_OP_POLL_ADD,     /* multishot poll on the worker's wake-up eventfd */
+    IORING_OP_POLL_ADD,     /* multishot polls: the wake-up eventfd, errors on sockets not read */
 };
 
 /* Register ops called on an enabled ring (restrictions and enable come before). */

@@ -19,7 +19,8 @@
 
 #define BGID 0
 
-enum { OP_ACCEPT = 1, OP_RECV, OP_SEND, OP_CONNECT, OP_IGNORE, OP_WAKE, OP_LINK_TIMEOUT };
+/* The low 3 bits of user_data (rl_sock is 8-byte aligned): 0 is a cancel's own completion. */
+enum { OP_IGNORE = 0, OP_ACCEPT, OP_RECV, OP_SEND, OP_CONNECT, OP_ERR_WATCH, OP_WAKE, OP_LINK_TIMEOUT };
 
 typedef struct ur_msg {
     struct msghdr hdr;
@@ -212,7 +213,7 @@ static void cancel(rl_worker *w, rl_sock *s, unsigned op)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_cancel64(sqe, ud(s, op), 0);
-    io_uring_sqe_set_data64(sqe, ud(NULL, OP_IGNORE));
+    io_uring_sqe_set_data64(sqe, OP_IGNORE);
 }
 
 static void maybe_release(rl_worker *w, rl_sock *s)
@@ -268,6 +269,42 @@ static void arm_recv(rl_worker *w, rl_sock *s)
     s->inflight++;
 }
 
+/* A reset on a socket nobody reads (paused for a peer that does not read, or past its FIN) would
+ * wait for the next send to it, perhaps forever. A multishot poll for POLLERR watches it: one
+ * shot would not do, io_uring adds POLLRDHUP to every mask, so after a FIN it fires at once; the
+ * multishot reports each later change (a reset wakes with POLLERR; data wakes with POLLIN, not
+ * in the mask). It stays armed when reading resumes (the recv reports an error then) and is
+ * cancelled at close. */
+static void arm_err_watch(rl_worker *w, rl_sock *s)
+{
+    if (s->flags & (RL_S_ERR_WATCH | RL_S_CLOSED | RL_S_CONNECTING))
+        return;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    io_uring_prep_poll_multishot(sqe, s->fd, POLLERR);
+    io_uring_sqe_set_data64(sqe, ud(s, OP_ERR_WATCH));
+    s->flags |= RL_S_ERR_WATCH;
+    s->inflight++;
+}
+
+static void on_err_watch_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        s->inflight--;
+        s->flags &= (uint16_t)~RL_S_ERR_WATCH;
+    }
+    if (s->flags & RL_S_CLOSED)
+        return maybe_release(w, s);
+    /* POLLRDHUP/POLLHUP have nothing to report; while the socket is read, its recv reports. */
+    if (cqe->res < 0 || !(cqe->res & POLLERR) || (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE)) == RL_S_RECV_ON)
+        return;
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) || !err)
+        return; /* a send took the error and reports it */
+    s->flags |= RL_S_RD_DONE;
+    s->ops->on_recv_end(w, s, -err);
+}
+
 static void ur_recv_start(rl_worker *w, rl_sock *s)
 {
     s->flags |= RL_S_RECV_ON;
@@ -281,6 +318,8 @@ static void ur_recv_stop(rl_worker *w, rl_sock *s)
     if ((s->flags & RL_S_RECV_ARMED) && !(s->flags & RL_S_CANCELING)) {
         s->flags |= RL_S_CANCELING;
         cancel(w, s, OP_RECV);
+    } else if (!(s->flags & (RL_S_RECV_ARMED | RL_S_RD_DONE))) { /* never started, or starved */
+        arm_err_watch(w, s);
     }
 }
 
@@ -348,6 +387,8 @@ static void ur_close(rl_worker *w, rl_sock *s)
         cancel(w, s, OP_SEND);
     if (s->flags & RL_S_CONNECTING)
         cancel(w, s, OP_CONNECT);
+    if (s->flags & RL_S_ERR_WATCH)
+        cancel(w, s, OP_ERR_WATCH);
     close_after_submit(st(w), s->fd);
     s->fd = -1;
     maybe_release(w, s);
@@ -385,13 +426,19 @@ static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
         }
         return;
     }
+    if (s->flags & RL_S_RD_DONE) /* the error watch reported the end already */
+        return;
     if (cqe->res == 0 || (cqe->res < 0 && cqe->res != -ECANCELED)) {
         s->flags |= RL_S_RD_DONE;
         s->ops->on_recv_end(w, s, cqe->res);
+        if (cqe->res == 0)
+            arm_err_watch(w, s); /* past the FIN: a reset would go unseen */
         return;
     }
     if (s->flags & RL_S_RECV_ON) /* the multishot ended by itself (or a stale cancel): re-arm */
         arm_recv(w, s);
+    else
+        arm_err_watch(w, s);
 }
 
 static void on_send_cqe(rl_worker *w, rl_sock *s, int res)
@@ -447,6 +494,9 @@ static void dispatch(rl_worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_CONNECT:
         on_connect_cqe(w, s, cqe->res);
+        break;
+    case OP_ERR_WATCH:
+        on_err_watch_cqe(w, s, cqe);
         break;
     case OP_LINK_TIMEOUT:
         s->inflight--;

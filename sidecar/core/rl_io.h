@@ -42,6 +42,7 @@ enum {
     RL_S_HUP_SEEN = 1u << 10, /* epoll: the peer's FIN (or an error) was reported: read to the end */
     RL_S_STARVED = 1u << 11,  /* waits for receive buffers on the engine's starved list (the pending node) */
     RL_S_POLL_FIRST = 1u << 12, /* io_uring: a send found no room: the next one waits for room first */
+    RL_S_ERR_WATCH = 1u << 13,  /* io_uring: a poll for an error (reset) on a socket not being read */
 };
 
 struct rl_sock {

@@ -45,7 +45,7 @@ class WorkerTotals:
 
 class Core:
     def __init__(self, engine: str, cpus: list[int | None], buf_size: int = 16384,
-                 recv_bufs: int = 1024, tx_bufs: int = 512, spill_bufs: int = 0) -> None:
+                 recv_bufs: int = 1024, tx_bufs: int = 512, spill_bufs: int = 0, ring_entries: int = 0) -> None:
         ffi, lib = _ffi()
         self._ffi, self._lib = ffi, lib
         if engine not in ENGINES:
@@ -59,6 +59,7 @@ class Core:
             opts.cpus[i] = -1 if cpu is None else cpu
         opts.buf_size, opts.nrecv_bufs, opts.ntx_bufs = buf_size, recv_bufs, tx_bufs
         opts.nspill_bufs = spill_bufs  # 0: as many as buffer ids allow
+        opts.ring_entries = ring_entries  # io_uring SQ size; 0: the default (1024)
         err = ffi.new("char[256]")
         self._core = lib.rl_core_new(opts, err, 256)
         if self._core == ffi.NULL:

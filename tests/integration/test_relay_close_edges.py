@@ -23,11 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 ONE = [0]
 
 
-# Known on io_uring: a reset on a side the relay is not reading (paused, or past its FIN) is only
-# seen at the next send to it (no poll watches such a socket), so the session lives until
-# tunnelIdleTimeout. Strict: the tests say when it is fixed.
-KNOWN_URING_RESET = pytest.mark.xfail(strict=True, reason="io_uring: a reset on an unread socket is seen at the next send")
-
 
 def relay_cfg(port: int, *backends: str, limits: Limits | None = None, retry: Retry = Retry(), **kw: object):  # type: ignore[no-untyped-def]
     return config([tcp_listener(port, "up", retry=retry)], [cluster("up", *backends, **kw)], limits=limits)
@@ -262,14 +257,12 @@ def _fill_until_blocked(s: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("resetter", ["client", "upstream"])
-def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core, engine, request, tcp_server, resetter) -> None:
+def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core, engine, tcp_server, resetter) -> None:
     """One side writes until the proxy pauses reading it (its peer does not read: backpressure),
     then resets. rl_relay.c promises a reset is passed on once what came before it was delivered,
     or once the other side took nothing for RESET_STALL_MS (1 s). So within a few seconds the
     relay must be gone and the non-reading peer reset (a direct connection's peer gets POLLERR
     at once) -- however long it does not read."""
-    if engine == "io_uring":  # epoll reports the reset (EPOLLERR); io_uring has nothing watching such a socket yet
-        request.node.add_marker(KNOWN_URING_RESET)
     peer_err: list[str] = []
     done = threading.Event()
     ready = threading.Event()
@@ -320,13 +313,11 @@ def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core,
 
 
 @pytest.mark.parametrize("resetter", ["client", "upstream"])
-def test_reset_after_half_close_reaches_a_waiting_peer(core, engine, request, tcp_server, resetter) -> None:
+def test_reset_after_half_close_reaches_a_waiting_peer(core, engine, tcp_server, resetter) -> None:
     """One side sends a message and FIN (half-open: it waits for the answer); the other reads
     it to EOF and takes its time answering; meanwhile the half-closed side resets (it gave up).
     A direct connection's peer sees the reset at once (POLLERR); through the relay the reset
     must be passed on too and the relay freed, not kept for tunnelIdleTimeout (1 h default)."""
-    if engine == "io_uring":  # epoll reports the reset (EPOLLERR); io_uring has nothing watching such a socket yet
-        request.node.add_marker(KNOWN_URING_RESET)
     got_eof = threading.Event()
     peer_err: list[str] = []
     done = threading.Event()

@@ -11,7 +11,7 @@ import pytest
 
 from ringlane_sidecar.config.model import Limits, Retry, Timeouts
 
-from .backends import Reader, Reply, digest_app, endless, stall_forever
+from .backends import Reader, Reply, digest_app, endless, reset, stall_forever
 from .helpers import (Conn, build_request, cluster, config, free_port, get, http_listener,
                       own_stream_sockets, rule, wait_codes, wait_for)
 
@@ -243,6 +243,25 @@ def test_timers_keep_firing_during_a_drain_with_a_long_deadline(core, http_backe
                 pytest.fail("no 504 within 3s for a 300ms request timeout: timers stopped during the drain")
             assert r.status == 504
         wait_for(lambda: c.running_workers() == 0, 3, "the worker to exit once empty")
+    finally:
+        release.set()
+
+
+def test_client_reset_while_its_pipelined_request_waits_is_seen_at_once(core, http_backend) -> None:
+    """A client pipelines two requests; the backend sits on the first, so the proxy holds the
+    second and stops reading. The client resets: its connection and the upstream one close at
+    once (as a direct peer sees POLLERR), not when the first answer comes, which may be never."""
+    release = threading.Event()
+    be = http_backend(lambda req: stall_forever(release))
+    port = free_port()
+    c = core(config([http_listener(port, rule("r", "b"))], [cluster("b", be.address)]), cpus=[0])
+    try:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn.sendall(build_request("GET", "/first") + build_request("GET", "/second"))
+        wait_for(lambda: be.count == 1, 5, "the first request to reach the backend")
+        reset(conn)
+        wait_for(lambda: active(c) == 0 and up_active(c) == 0, 5,
+                 "the reset client and its upstream connection to be closed")
     finally:
         release.set()
 
