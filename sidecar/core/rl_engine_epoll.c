@@ -247,11 +247,10 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
     /* A reset on a socket that is not being read (paused for a peer that does not read, or past
      * its FIN) would wait for the next send to it, perhaps forever: reported now. */
     if ((ev & EPOLLERR) && (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE)) != RL_S_RECV_ON) {
-        int err = 0;
-        socklen_t len = sizeof(err);
-        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err) {
+        int err = rl_sock_unread_error(s);
+        if (err) {
             s->flags |= RL_S_RD_DONE;
-            s->ops->on_recv_end(w, s, -err);
+            s->ops->on_recv_end(w, s, err);
             return;
         }
     }

@@ -59,7 +59,13 @@ static void flush_sq(rl_worker *w)
 static struct io_uring_sqe *get_sqe(rl_worker *w)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&st(w)->ring);
-    if (rl_unlikely(!sqe)) {
+    /* The kernel takes every SQE of a submit (SUBMIT_ALL) unless it cannot allocate (EAGAIN):
+     * try again; a worker that cannot queue anything cannot go on. */
+    for (int tries = 0; rl_unlikely(!sqe); tries++) {
+        if (tries == 1000) {
+            fprintf(stderr, "ringlane: io_uring submission queue stuck full (kernel out of memory)\n");
+            abort();
+        }
         flush_sq(w);
         sqe = io_uring_get_sqe(&st(w)->ring);
     }
@@ -294,15 +300,21 @@ static void on_err_watch_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
     }
     if (s->flags & RL_S_CLOSED)
         return maybe_release(w, s);
-    /* POLLRDHUP/POLLHUP have nothing to report; while the socket is read, its recv reports. */
-    if (cqe->res < 0 || !(cqe->res & POLLERR) || (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE)) == RL_S_RECV_ON)
+    int unread = (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE)) != RL_S_RECV_ON;
+    if (cqe->res < 0 || !unread) /* cancelled, or read again: its recv reports an error */
         return;
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) || !err)
-        return; /* a send took the error and reports it */
+    if (!(cqe->res & POLLERR)) { /* POLLRDHUP/POLLHUP: nothing to report */
+        if (!(s->flags & RL_S_ERR_WATCH)) /* the kernel ended it (CQ overflow): still needed */
+            arm_err_watch(w, s);
+        return;
+    }
+    /* None: a send took it and reports it, or it waits behind unread data for the recv (the
+     * watch is not re-armed: POLLERR stays up until then). */
+    int err = rl_sock_unread_error(s);
+    if (!err)
+        return;
     s->flags |= RL_S_RD_DONE;
-    s->ops->on_recv_end(w, s, -err);
+    s->ops->on_recv_end(w, s, err);
 }
 
 static void ur_recv_start(rl_worker *w, rl_sock *s)

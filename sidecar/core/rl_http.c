@@ -99,7 +99,12 @@ static void client_close(rl_worker *w, rl_http_client *c)
         count_response(w, c, c->resp_started && c->up ? (int)c->up->parser.status_code : 499);
     rl_timer_cancel(&w->wheel, &c->timer);
     if (c->up) {
-        rl_http_up_detach(w, c->up, 0);
+        /* The upstream holds part of a request: a reset says so now (a FIN would wait behind
+         * body bytes an upstream that stopped reading never takes). */
+        rl_http_up *u = c->up;
+        if (c->state != C_TUNNEL && u->sock.fd >= 0 && (!c->req_done || rl_unsent(&u->out, &u->sock)))
+            rl_conn_abort_on_close(u->sock.fd);
+        rl_http_up_detach(w, u, 0);
         c->up = NULL;
     }
     if (rl_unsent(&c->out, &c->sock))
@@ -808,6 +813,7 @@ static void start_tunnel(rl_worker *w, rl_http_client *c, rl_http_up *u)
 {
     count_response(w, c, 101); /* the exchange ends here for stats: the tunnel is not a request */
     c->state = C_TUNNEL;
+    u->sock.flags &= (uint16_t)~RL_S_DATA_FIRST; /* a byte stream now: a reset goes on at once */
     arm_tunnel(w, c);
     /* Bytes the client sent after its upgrade request go first. */
     while (c->in.count) {

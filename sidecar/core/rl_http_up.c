@@ -175,6 +175,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     u->sock.fd = fd;
     u->sock.ops = &up_ops;
+    u->sock.flags = RL_S_DATA_FIRST; /* a response, until a tunnel */
     u->sock.owner = u;
     u->pool = pool;
     u->client = c;

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -43,6 +44,10 @@ enum {
     RL_S_STARVED = 1u << 11,  /* waits for receive buffers on the engine's starved list (the pending node) */
     RL_S_POLL_FIRST = 1u << 12, /* io_uring: a send found no room: the next one waits for room first */
     RL_S_ERR_WATCH = 1u << 13,  /* io_uring: a poll for an error (reset) on a socket not being read */
+    /* A reset while reads are paused waits behind the data that came before it (the recv reports
+     * both, in order, once reading resumes): an HTTP response that arrived whole is not lost to
+     * the reset after it. Without it (requests, the relay, tunnels) a reset is reported at once. */
+    RL_S_DATA_FIRST = 1u << 14,
 };
 
 struct rl_sock {
@@ -55,6 +60,19 @@ struct rl_sock {
     int pend_conn;  /* epoll: a connect result waiting on the completion list (1 + errno) */
     rl_list pending;          /* epoll: completion list node */
 };
+
+/* For the engines: the error (-errno) a socket nobody reads has to report now, or 0 (none, or
+ * one that waits behind unread data, see RL_S_DATA_FIRST). Reading it clears it. */
+static inline int rl_sock_unread_error(const rl_sock *s)
+{
+    int n = 0, err = 0;
+    socklen_t len = sizeof(err);
+    if ((s->flags & (RL_S_DATA_FIRST | RL_S_RD_DONE)) == RL_S_DATA_FIRST && ioctl(s->fd, FIONREAD, &n) == 0 && n > 0)
+        return 0;
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) || !err)
+        return 0;
+    return -err;
+}
 
 /* One engine: a table of operations over a worker. */
 typedef struct rl_engine_ops {
