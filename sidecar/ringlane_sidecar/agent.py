@@ -30,9 +30,10 @@ from ringlane_sidecar.core import Core, CoreError, allowed_cpus
 from ringlane_sidecar.logs import JsonLog
 from ringlane_sidecar.metrics import AgentState, CoreCollector
 from ringlane_sidecar.probe import ProbeReport, choose_engine, run_probe
-from ringlane_sidecar.sources import read_labels, watch_configmap, watch_file
+from ringlane_sidecar.sources import FileStamp, file_stamp, read_labels, watch_configmap, watch_file
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 @dataclass
@@ -100,6 +101,8 @@ class Agent:
     probe: ProbeReport | None = None
     layers: Layers = field(default_factory=Layers)
     first: Config = field(default_factory=Config)
+    stamp: FileStamp | None = None  # the config file's identity before its first read
+    serving: bool = False  # all workers have taken a config in at least once
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=False))
 
     # ---- start-up ----
@@ -184,6 +187,10 @@ class Agent:
 
     def take(self, loaded: Config | list[str]) -> None:
         """Apply a reloaded config, or count and log why there is none."""
+        if self.draining:  # the core refuses configs now; that is no failed reload
+            self.log.info("draining: config change not applied",
+                          generation=loaded.generation if isinstance(loaded, Config) else None)
+            return
         if isinstance(loaded, Config):
             self.apply(loaded)
         else:
@@ -212,8 +219,15 @@ class Agent:
 
     # ---- admin ----
     def ready(self) -> bool:
-        return (self.core is not None and not self.draining and self.state is not None
-                and self.state.reloads["success"] > 0 and self.core.served_generation() == self.state.generation)
+        """Ready once every worker serves the first config, until the drain. A later reload does
+        not make it unready: the previous config serves until the workers switch (milliseconds),
+        and probes failing on every endpoint change would take the pod out of rotation."""
+        if self.core is None or self.state is None or self.draining:
+            return False
+        if not self.serving:
+            self.serving = (self.state.reloads["success"] > 0
+                            and self.core.served_generation() == self.state.generation)
+        return self.serving
 
     def config_view(self) -> dict[str, object]:
         assert self.core is not None and self.state is not None
@@ -285,6 +299,7 @@ class Agent:
         Runs before the event loop exists: once the seccomp lock is in, libuv cannot create
         io_uring rings of its own (it would for epoll_ctl batching) and falls back to epoll.
         """
+        self.stamp = file_stamp(self.opts.config) if self.opts.config else None
         try:
             cfg = self.initial_config()
         except ConfigError as exc:
@@ -331,9 +346,10 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self.on_hangup)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)  # one sent during start-up lands now
         tasks = []
         if self.opts.config:
-            tasks.append(loop.create_task(watch_file(self.opts.config, self.reload_file)))
+            tasks.append(loop.create_task(watch_file(self.opts.config, self.reload_file, self.stamp)))
         stop_watch = threading.Event()
         if self.opts.configmap:
             ns, _, name = self.opts.configmap.partition("/")
@@ -356,6 +372,10 @@ def run(opts: RunOptions) -> int:
     import uvloop
 
     agent = Agent(opts, JsonLog(opts.log_level))
+    # Held until serve() has its handlers: the listeners serve from prepare() on, and SIGHUP's or
+    # SIGTERM's default action would end the process (without a drain). Worker threads inherit
+    # the mask and keep it: signals are the agent's.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     rc = agent.prepare()
     if rc != EXIT_OK:
         return rc

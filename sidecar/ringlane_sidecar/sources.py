@@ -14,6 +14,7 @@ class FileStamp:
     real: str
     ino: int
     mtime_ns: int
+    ctime_ns: int  # an in-place rewrite that keeps the mtime (cp -p, rsync -t --inplace) changes it
     size: int
 
 
@@ -24,13 +25,15 @@ def file_stamp(path: str) -> FileStamp | None:
         st = os.stat(real)
     except OSError:
         return None
-    return FileStamp(real, st.st_ino, st.st_mtime_ns, st.st_size)
+    return FileStamp(real, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
-async def watch_file(path: str, on_change: Callable[[], Awaitable[None]], interval: float = 0.2) -> None:
+async def watch_file(path: str, on_change: Callable[[], Awaitable[None]], since: FileStamp | None,
+                     interval: float = 0.2) -> None:
     """Awaits on_change whenever the file's identity changes (a cheap stat poll); one change at
-    a time, so an older read never lands after a newer one."""
-    last = file_stamp(path)
+    a time, so an older read never lands after a newer one. since: the stamp taken before the
+    config in use was read (a change made after that read is not missed)."""
+    last = since
     while True:
         await asyncio.sleep(interval)  # a poll period, not synchronisation
         now = file_stamp(path)
