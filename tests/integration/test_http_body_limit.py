@@ -50,7 +50,10 @@ class Recorder:
         with self.lock:
             self.data[index] = b""
         while True:
-            b = conn.recv(65536)
+            try:
+                b = conn.recv(65536)
+            except ConnectionResetError:  # the proxy resets a connection holding part of a request
+                b = b""
             with self.lock:
                 if not b:
                     self.closed.add(index)

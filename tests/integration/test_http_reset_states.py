@@ -18,6 +18,7 @@ import struct
 import termios
 import threading
 import time
+from typing import Callable
 
 import pytest
 
@@ -146,10 +147,11 @@ UNREAD_AT = 96 * 1024  # unread in the proxy's socket while each piece is acknow
 
 
 def _paused_then(head: bytes, chunked: bool, fin: bool, then_reset: bool, sent: list, seen: list,  # type: ignore[type-arg]
-                 ready: threading.Event, go: threading.Event):  # type: ignore[no-untyped-def]
+                 ready: threading.Event, go: threading.Event, barrier: Callable[[], None]):  # type: ignore[no-untyped-def]
     """A raw backend action: sends head, then body pieces (chunks when chunked) one at a time,
     each acknowledged by the proxy's kernel before the next, to a client that does not read,
-    until UNREAD_AT bytes sit unread in the proxy's socket (it paused reading: backpressure);
+    until UNREAD_AT bytes sit unread in the proxy's socket and stay there across a barrier
+    request (the single worker ran since, so it paused reading: backpressure, not just late);
     then ends the message (last chunk, or FIN when fin), waits until the proxy's kernel
     acknowledged that too (the proxy has the whole response), and, once the test says go,
     resets the connection (then_reset) or just waits. sent gets the body bytes."""
@@ -161,12 +163,16 @@ def _paused_then(head: bytes, chunked: bool, fin: bool, then_reset: bool, sent: 
             up = proxy_upstream_socket(peer)
             assert up is not None, "the proxy's upstream socket not found"
             i = 0
-            while inq(up) < UNREAD_AT:
+            while True:
                 piece = os.urandom(PIECE - i % 7)
                 i += 1
                 sent.append(piece)
                 conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
                 wait_for(lambda: outq(conn) == 0, 5, "the proxy's kernel to take a piece")
+                if inq(up) >= UNREAD_AT:
+                    barrier()
+                    if inq(up) >= UNREAD_AT:
+                        break
                 assert i < 2000, "the proxy never paused reading the upstream"
             if chunked:
                 conn.sendall(b"0\r\n\r\n")
@@ -203,10 +209,16 @@ def _whole_response_then_reset(core, http_backend, fin: bool, chunked: bool, the
     def app(req):  # type: ignore[no-untyped-def]
         if req.target == "/next":
             return Reply(200, b"next\n")
-        return _paused_then(head, chunked, fin, then_reset, sent, seen, ready, go)
+        return _paused_then(head, chunked, fin, then_reset, sent, seen, ready, go, barrier)
 
-    be = http_backend(app)
+    barriers: list[int] = []
+
+    def barrier() -> None:
+        barriers.append(1)
+        barrier_request(port)
+
     port = free_port()
+    be = http_backend(app)
     c = core(simple_cfg(port, be.address), cpus=ONE)
     conn = Conn(port, rcvbuf=4096, timeout=10)
     try:
@@ -233,7 +245,7 @@ def _whole_response_then_reset(core, http_backend, fin: bool, chunked: bool, the
         conn.close()
     # only the barrier request's upstream connection is left, pooled
     wait_gauges(c, what="after the exchange", upstream_conns_active=1, upstream_conns_idle=1)
-    wait_codes(c, s2xx=2)
+    wait_codes(c, s2xx=2 + len(barriers))
 
 
 @pytest.mark.parametrize("then_reset", [False, True], ids=["fin-only", "fin-then-reset"])
