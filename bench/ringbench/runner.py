@@ -220,11 +220,12 @@ class Runner:
                 count = HAPROXY_MAXCONN - 50
                 note = f"capped at {count}: HAProxy's maxconn {HAPROXY_MAXCONN} (2 fds per connection, hard NOFILE)"
             r = idle.measure(peer.http_port, PATH_12, count, peer.pids())
-            self.results.idle.append(Idle(name, count, r.opened, r.rss_before_kib, r.rss_after_kib, r.bytes_per_conn,
-                                          r.seconds_to_open, r.problem, note))
+            note = "; ".join(x for x in (f"baseline after the first {r.warm}", note) if x)
+            self.results.idle.append(Idle(name, count, r.warm + r.opened, r.rss_before_kib, r.rss_after_kib,
+                                          r.bytes_per_conn, r.seconds_to_open, r.problem, note))
             if r.problem:
                 self.fail(f"idle {name}: {r.problem}")
-            log(f"   {name:18} {r.opened}/{count} open: RSS {r.rss_before_kib} -> {r.rss_after_kib} KiB, "
+            log(f"   {name:18} {r.warm + r.opened}/{count} open: RSS {r.rss_before_kib} -> {r.rss_after_kib} KiB, "
                 f"{r.bytes_per_conn:.0f} B/conn{'  ' + r.problem if r.problem else ''}")
 
     def fail(self, msg: str) -> None:
