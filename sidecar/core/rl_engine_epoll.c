@@ -157,6 +157,20 @@ static void ep_buf_recycle(rl_worker *w, uint16_t bid)
     }
 }
 
+/* A pending error on a socket that will not be read soon, reported as the end of its reads. */
+static void report_unread_error(rl_worker *w, rl_sock *s)
+{
+    int err = rl_sock_unread_error(s);
+    /* Kept only while it may wait behind unread data; else reported now, or taken already
+     * by a recv or a send. */
+    if (err || (s->flags & (RL_S_DATA_FIRST | RL_S_RD_DONE)) != RL_S_DATA_FIRST)
+        s->flags &= (uint16_t)~RL_S_ERR_SEEN;
+    if (err) {
+        s->flags |= RL_S_RD_DONE;
+        s->ops->on_recv_end(w, s, err);
+    }
+}
+
 static void do_reads(rl_worker *w, rl_sock *s)
 {
     for (int i = 0; i < READS_PER_TURN; i++) {
@@ -197,6 +211,18 @@ static void do_reads(rl_worker *w, rl_sock *s)
     push_pending(w, s); /* fairness: more next turn */
 }
 
+/* Reads, then: a reset on a socket that is not being read (paused for a peer that does not
+ * read, out of buffers, or past its FIN: a recv says EOF before the error) would wait for the
+ * next send to it, perhaps forever (edge-triggered: its event does not come twice). Reported
+ * now, after the EOF if there was one, as the io_uring engine's watch does. */
+static void reads_then_errors(rl_worker *w, rl_sock *s)
+{
+    do_reads(w, s);
+    if ((s->flags & (RL_S_ERR_SEEN | RL_S_CLOSED)) == RL_S_ERR_SEEN &&
+        (s->flags & (RL_S_RECV_ON | RL_S_STARVED | RL_S_RD_DONE)) != RL_S_RECV_ON)
+        report_unread_error(w, s);
+}
+
 static void finish_connect(rl_worker *w, rl_sock *s)
 {
     int soerr = 0;
@@ -224,6 +250,8 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
         s->flags |= RL_S_READABLE;
     if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
         s->flags |= RL_S_HUP_SEEN;
+    if (ev & EPOLLERR)
+        s->flags |= RL_S_ERR_SEEN;
     if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         s->flags |= RL_S_WRITABLE;
     if ((s->flags & RL_S_CONNECTING) && (s->flags & RL_S_WRITABLE)) {
@@ -244,17 +272,7 @@ static void on_sock_event(rl_worker *w, rl_sock *s, uint32_t ev)
         if (s->flags & RL_S_CLOSED)
             return;
     }
-    /* A reset on a socket that is not being read (paused for a peer that does not read, or past
-     * its FIN) would wait for the next send to it, perhaps forever: reported now. */
-    if ((ev & EPOLLERR) && (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE)) != RL_S_RECV_ON) {
-        int err = rl_sock_unread_error(s);
-        if (err) {
-            s->flags |= RL_S_RD_DONE;
-            s->ops->on_recv_end(w, s, err);
-            return;
-        }
-    }
-    do_reads(w, s);
+    reads_then_errors(w, s);
 }
 
 static void on_listener_event(rl_worker *w, rl_sock *ls)
@@ -311,7 +329,7 @@ static void run_pending(rl_worker *w)
             if (s->flags & RL_S_CLOSED)
                 continue;
         }
-        do_reads(w, s);
+        reads_then_errors(w, s);
     }
 }
 

@@ -300,7 +300,7 @@ static void on_err_watch_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
     }
     if (s->flags & RL_S_CLOSED)
         return maybe_release(w, s);
-    int unread = (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE)) != RL_S_RECV_ON;
+    int unread = (s->flags & (RL_S_RECV_ON | RL_S_RD_DONE | RL_S_STARVED)) != RL_S_RECV_ON;
     if (cqe->res < 0 || !unread) /* cancelled, or read again: its recv reports an error */
         return;
     if (!(cqe->res & POLLERR)) { /* POLLRDHUP/POLLHUP: nothing to report */
@@ -436,6 +436,7 @@ static void on_recv_cqe(rl_worker *w, rl_sock *s, struct io_uring_cqe *cqe)
             s->flags |= RL_S_STARVED;
             rl_list_push_back(&st(w)->starved, &s->pending);
         }
+        arm_err_watch(w, s); /* no recv until buffers come back, if ever: a reset is seen */
         return;
     }
     if (s->flags & RL_S_RD_DONE) /* the error watch reported the end already */

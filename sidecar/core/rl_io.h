@@ -48,6 +48,7 @@ enum {
      * both, in order, once reading resumes): an HTTP response that arrived whole is not lost to
      * the reset after it. Without it (requests, the relay, tunnels) a reset is reported at once. */
     RL_S_DATA_FIRST = 1u << 14,
+    RL_S_ERR_SEEN = 1u << 15, /* epoll: EPOLLERR came; reported once the socket is not read */
 };
 
 struct rl_sock {

@@ -394,5 +394,9 @@ void rl_relay_accept(rl_worker *w, const rl_listener_cfg *lc, int fd)
     r->side[0].sock.fd = fd;
     r->rule = lc->nrules ? &r->hold->cfg->rules[lc->rules[0]] : NULL;
     if (w->eng->attach(w, &r->side[0].sock) || start_connect(w, r))
-        relay_close(w, r);
+        return relay_close(w, r);
+    /* Not read until the upstream is connected (there is nowhere to put its bytes), but a
+     * reset meanwhile (a long connect, backoffs between attempts) must end the session. */
+    if (!r->closing && !r->connected)
+        w->eng->recv_stop(w, &r->side[0].sock);
 }
