@@ -4,7 +4,9 @@ builders for core configs."""
 from __future__ import annotations
 
 import os
+import select
 import socket
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -283,6 +285,11 @@ def tcp_listener(port: int, cluster_name: str, name: str = "tcp", retry: Retry =
     return Listener(name=name, address=f"127.0.0.1:{port}", protocol="tcp", rules=(tcp_rule(cluster_name, retry),))
 
 
+def relay_cfg(port: int, *backends: str, limits: Limits | None = None, retry: Retry = Retry(), **kw: object) -> Config:
+    """One TCP relay listener on port to a cluster "up" of backends (kw: the cluster's options)."""
+    return config([tcp_listener(port, "up", retry=retry)], [cluster("up", *backends, **kw)], limits=limits)
+
+
 def config(listeners: Iterable[Listener], clusters: Iterable[Cluster], generation: int = 1,
            limits: Limits | None = None) -> Config:
     return Config(generation=generation, limits=limits or Limits(request_header_timeout="2s"),
@@ -298,6 +305,48 @@ def header_filter(set: Iterable[tuple[str, str]] = (), add: Iterable[tuple[str, 
 
 def rewrite_filter(prefix: str) -> Filter:
     return Filter(url_rewrite=UrlRewrite(replace_prefix_match=prefix))
+
+
+# ---- raw sockets ----
+
+def fill_until_blocked(s: socket.socket, chunk: bytes = b"z" * 65536) -> int:
+    """Writes until s stays unwritable for 1 s (the proxy stopped reading it): bytes written."""
+    s.setblocking(False)
+    n = 0
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < 1.0:  # a quiet period, measured: not synchronisation
+        try:
+            n += s.send(chunk)
+            quiet_since = time.monotonic()
+        except BlockingIOError:
+            select.select([], [s], [], 0.05)
+    return n
+
+
+def recv_until_close(s: socket.socket, timeout: float = 10.0) -> tuple[bytes, str]:
+    """Everything s receives, and how it ended: 'eof', 'reset' or 'timeout'."""
+    s.settimeout(timeout)
+    parts = []
+    try:
+        while True:
+            d = s.recv(1 << 16)
+            if not d:
+                return b"".join(parts), "eof"
+            parts.append(d)
+    except ConnectionResetError:
+        return b"".join(parts), "reset"
+    except socket.timeout:
+        return b"".join(parts), "timeout"
+
+
+def wait_error(conn: socket.socket, timeout_ms: int) -> str:
+    """Waits (not reading) for an error or hang-up on conn: 'reset', 'hup' or 'nothing'."""
+    p = select.poll()
+    p.register(conn, select.POLLERR | select.POLLHUP)
+    ev = p.poll(timeout_ms)
+    if not ev:
+        return "nothing"
+    return "reset" if ev[0][1] & select.POLLERR else "hup"
 
 
 # ---- stats ----

@@ -17,7 +17,6 @@ import socket
 import struct
 import termios
 import threading
-import time
 from typing import Callable
 
 import pytest
@@ -25,8 +24,9 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 
 from .backends import Reader, Reply, endless, read_request, reset, stall_forever
-from .helpers import (Closed, Conn, ZERO_CODES, build_request, cluster, config, free_port, get, http_listener,
-                      own_stream_sockets, rule, total, wait_for)
+from .helpers import (Closed, Conn, ZERO_CODES, build_request, cluster, config, fill_until_blocked,
+                      free_port, get, http_listener, own_stream_sockets, recv_until_close, rule, total,
+                      wait_for)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -99,41 +99,12 @@ def wait_hangup(conn: socket.socket, timeout_ms: int = 10000) -> str:
     return "closed" if p.poll(timeout_ms) else "open"
 
 
-def fill_until_blocked(s: socket.socket, chunk: bytes = b"z" * 65536) -> int:
-    """Writes until s stays unwritable for 1 s (the proxy stopped reading it): bytes written."""
-    s.setblocking(False)
-    n = 0
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < 1.0:
-        try:
-            n += s.send(chunk)
-            quiet_since = time.monotonic()
-        except BlockingIOError:
-            select.select([], [s], [], 0.05)
-    return n
-
-
 def barrier_request(port: int) -> None:
     """A request on another connection, served by the same single worker: events that were
     ready before it (a reset) have been handled by the time its answer arrives; and it checks
     that the next requests are unaffected."""
     r = get(port, "/next", timeout=5)
     assert r.status == 200, r
-
-
-def recv_until_close(s: socket.socket, timeout: float = 10.0) -> tuple[bytes, str]:
-    s.settimeout(timeout)
-    parts = []
-    try:
-        while True:
-            d = s.recv(1 << 16)
-            if not d:
-                return b"".join(parts), "eof"
-            parts.append(d)
-    except ConnectionResetError:
-        return b"".join(parts), "reset"
-    except socket.timeout:
-        return b"".join(parts), "timeout"
 
 
 def simple_cfg(port: int, *backends: str, retry: Retry = Retry(), limits: Limits | None = None, **kw: object):  # type: ignore[no-untyped-def]

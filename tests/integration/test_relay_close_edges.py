@@ -16,16 +16,11 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 
 from .backends import echo_handler, recv_all, reset
-from .helpers import cluster, config, free_port, tcp_listener, wait_for
+from .helpers import fill_until_blocked, free_port, recv_until_close, relay_cfg, wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
 ONE = [0]
-
-
-
-def relay_cfg(port: int, *backends: str, limits: Limits | None = None, retry: Retry = Retry(), **kw: object):  # type: ignore[no-untyped-def]
-    return config([tcp_listener(port, "up", retry=retry)], [cluster("up", *backends, **kw)], limits=limits)
 
 
 def gauges(c) -> dict:  # type: ignore[no-untyped-def]
@@ -43,20 +38,6 @@ def wait_idle(c, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
         wait_for(lambda: gauges(c) == zero, timeout, "gauges back to zero")
     except AssertionError:
         raise AssertionError(f"gauges not back to zero after {timeout}s: {gauges(c)}") from None
-
-
-def recv_until_close(s: socket.socket, timeout: float = 10.0) -> tuple[bytes, str]:
-    """Everything s receives, and how it ended: 'eof' or 'reset'."""
-    s.settimeout(timeout)
-    parts = []
-    try:
-        while True:
-            d = s.recv(1 << 16)
-            if not d:
-                return b"".join(parts), "eof"
-            parts.append(d)
-    except ConnectionResetError:
-        return b"".join(parts), "reset"
 
 
 def odd_payload(n: int) -> bytes:
@@ -244,18 +225,6 @@ def _wait_error(conn: socket.socket, out: list[str], done: threading.Event, time
         done.set()
 
 
-def _fill_until_blocked(s: socket.socket) -> None:
-    """Writes until s stays unwritable for 1 s: the proxy stopped reading it (backpressure)."""
-    s.setblocking(False)
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < 1.0:
-        try:
-            s.send(b"z" * 65536)
-            quiet_since = time.monotonic()
-        except BlockingIOError:
-            select.select([], [s], [], 0.05)
-
-
 @pytest.mark.parametrize("resetter", ["client", "upstream"])
 def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core, engine, tcp_server, resetter) -> None:
     """One side writes until the proxy pauses reading it (its peer does not read: backpressure),
@@ -273,7 +242,7 @@ def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core,
             _wait_error(conn, peer_err, done)
         else:
             upstream_conn.append(conn)
-            _fill_until_blocked(conn)
+            fill_until_blocked(conn)
             ready.set()
             done.wait(30)  # the test resets conn
 
@@ -287,7 +256,7 @@ def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core,
     s.connect(("127.0.0.1", port))
     waiter = None
     if resetter == "client":
-        _fill_until_blocked(s)
+        fill_until_blocked(s)
         reset(s)
     else:
         assert ready.wait(20), "the upstream never got blocked"

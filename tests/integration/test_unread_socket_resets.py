@@ -14,30 +14,16 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 
 from .backends import Reader, read_request, reset
-from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, rule, tcp_listener, total,
-                      wait_for)
+from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, relay_cfg, rule,
+                      tcp_listener, total, wait_error, wait_for)
 
 pytestmark = pytest.mark.timeout(120)
 
 ONE = [0]
 
 
-def relay_cfg(port: int, *backends: str, retry: Retry = Retry(), limits: Limits | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    return config([tcp_listener(port, "up", retry=retry)], [cluster("up", *backends, **kw)], limits=limits)
-
-
 def active(c) -> int:  # type: ignore[no-untyped-def]
     return total(c, "conns_active")
-
-
-def wait_error(conn: socket.socket, timeout_ms: int) -> str:
-    """Waits (not reading) for an error/hang-up on conn: 'reset', 'hup' or 'nothing'."""
-    p = select.poll()
-    p.register(conn, select.POLLERR | select.POLLHUP)
-    ev = p.poll(timeout_ms)
-    if not ev:
-        return "nothing"
-    return "reset" if ev[0][1] & select.POLLERR else "hup"
 
 
 # ---- a socket whose reads never started: the relay's client while its upstream connects ----
@@ -319,7 +305,7 @@ def test_idle_half_closed_and_paused_sockets_do_not_spin_the_worker(core, tcp_se
     srv.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     be = http_backend(lambda req: stall_forever(release))
     tport, hport = free_port(), free_port()
-    c = core(config([tcp_listener(tport, "up"), http_listener(hport, rule("r", "b"))],
+    core(config([tcp_listener(tport, "up"), http_listener(hport, rule("r", "b"))],
                     [cluster("up", srv.address), cluster("b", be.address)]), cpus=ONE)
     socks = []
     try:

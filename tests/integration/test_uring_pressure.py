@@ -14,16 +14,12 @@ import pytest
 from ringlane_sidecar.config.model import Limits
 
 from .backends import digest_app, echo_handler, recv_all, reset, stall_forever
-from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, in_flight, rule, tcp_listener,
-                      total, wait_for)
+from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, in_flight, relay_cfg,
+                      rule, total, wait_error, wait_for)
 
 pytestmark = pytest.mark.timeout(120)
 
 ONE = [0]
-
-
-def relay_cfg(port: int, *backends: str, limits: Limits | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    return config([tcp_listener(port, "up")], [cluster("up", *backends, **kw)], limits=limits)
 
 
 def relay_gauges(c) -> dict:  # type: ignore[no-untyped-def]
@@ -49,16 +45,6 @@ def wait_http_settled(c, timeout: float = 10.0) -> None:  # type: ignore[no-unty
     except AssertionError:
         raise AssertionError(f"(client conns, busy upstream conns, requests in flight) = {in_flight(c)} "
                              f"{timeout}s later, not (0, 0, 0)") from None
-
-
-def wait_error(conn: socket.socket, timeout_ms: int) -> str:
-    """Waits (not reading) for an error/hang-up on conn: 'reset', 'hup' or 'nothing'."""
-    p = select.poll()
-    p.register(conn, select.POLLERR | select.POLLHUP)
-    ev = p.poll(timeout_ms)
-    if not ev:
-        return "nothing"
-    return "reset" if ev[0][1] & select.POLLERR else "hup"
 
 
 def run_threads(fn, n: int, timeout: float = 60.0) -> list:  # type: ignore[no-untyped-def,type-arg]
