@@ -103,14 +103,14 @@ class Agent:
     first: Config = field(default_factory=Config)
     stamp: FileStamp | None = None  # the config file's identity before its first read
     serving: bool = False  # all workers have taken a config in at least once
-    awaiting: bool = False  # started without a config: waiting for the routes ConfigMap
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=False))
 
     # ---- start-up ----
     def initial_config(self) -> Config:
         if self.opts.config and (os.path.exists(self.opts.config) or not self.opts.configmap):
             return load_config(self.opts.config)
-        self.awaiting = True  # serve nothing (and be unready) until the ConfigMap arrives
+        # Waiting for the ConfigMap: serve nothing until it arrives, and be ready meanwhile (the
+        # sidecar starts before the app container; a namespace may have no ProxyRoute yet).
         return Config()
 
     def start_core(self, cfg: Config) -> Core:
@@ -161,7 +161,6 @@ class Agent:
         selected = select_for_pod(cfg, self.labels) if self.labels is not None else cfg
         h = config_hash(selected)
         if h == self.hash:
-            self.awaiting = self.awaiting and startup
             return True
         try:
             self.core.apply(selected)
@@ -175,7 +174,6 @@ class Agent:
         if self.cfg is not None and (cfg.engine != self.cfg.engine or cfg.admin != self.cfg.admin):
             self.log.warning("engine and admin settings change only on restart", generation=cfg.generation)
         self.cfg, self.hash = cfg, h
-        self.awaiting = self.awaiting and startup
         self.state.generation = cfg.generation
         self.state.reloads["success"] += 1
         self.log.info("config applied", generation=cfg.generation, hash=h[:12],
@@ -226,7 +224,7 @@ class Agent:
         """Ready once every worker serves the first config, until the drain. A later reload does
         not make it unready: the previous config serves until the workers switch (milliseconds),
         and probes failing on every endpoint change would take the pod out of rotation."""
-        if self.core is None or self.state is None or self.draining or self.awaiting:
+        if self.core is None or self.state is None or self.draining:
             return False
         if not self.serving:
             self.serving = (self.state.reloads["success"] > 0

@@ -690,22 +690,3 @@ def test_config_change_during_drain_is_not_counted_as_a_failed_reload(
     assert code == 0, sc.stderr()
     assert (errors_before, errors_after) == (0, 0), (errors_before, errors_after, rejected)
     assert not rejected, rejected
-
-
-# ---------------------------------------------------------------- 6. waiting for the ConfigMap
-
-def test_ready_is_503_while_waiting_for_the_configmap(sidecar: SidecarFactory, tmp_path: Path) -> None:
-    """`run --configmap NS/NAME` with no config file yet starts with an empty placeholder config
-    (Agent.initial_config: "serve nothing until it arrives"). Until a real config is served the
-    sidecar has no listener at all, so /ready must answer 503 (a 200 puts the pod into its
-    Services while it refuses every connection); here no API server is reachable, so the
-    ConfigMap never arrives and /ready must stay 503."""
-    admin = free_port()
-    sc = sidecar(None, config_path=tmp_path / "absent.yaml", wait_ready=False, admin_port=admin,
-                 args=("--configmap", "default/routes", "--admin", f"127.0.0.1:{admin}"))
-    sc.wait_log("started", timeout=15)
-    wait_for(lambda: sc.find_logs("configmap watch failed"), 15, lambda: f"the watch to fail\n{sc.stderr()}")
-    cfg = sc.config()
-    assert cfg["listeners"] == [], cfg
-    status, body = sc.get("/ready")
-    assert status == 503, (status, body, cfg)
