@@ -36,7 +36,7 @@ BASE: dict[str, str] = {
     "write": "logs, eventfd wake-ups", "close": "files and sockets", "lseek": "imports",
     "newfstatat": "config polling, imports", "fstat": "imports", "statx": "imports", "readlink": "realpath of the config",
     "readlinkat": "realpath", "getdents64": "imports", "access": "imports", "faccessat2": "imports",
-    "getcwd": "Python start-up", "fcntl": "non-blocking fds", "ioctl": "isatty checks, FIONBIO",
+    "getcwd": "Python start-up", "fcntl": "non-blocking fds", "ioctl": "isatty checks, FIONBIO, FIONREAD/SIOCOUTQ (bytes unread or unsent at a reset)",
     "dup": "uvloop", "dup3": "uvloop", "pipe2": "uvloop self-pipe", "eventfd2": "worker wake-ups, uvloop",
     # readiness (uvloop, the epoll engine, the Kubernetes client)
     "epoll_create1": "uvloop, epoll engine", "epoll_ctl": "uvloop, epoll engine",
@@ -47,7 +47,7 @@ BASE: dict[str, str] = {
     "bind": "listeners, admin port", "listen": "listeners, admin port", "accept4": "epoll engine, admin port",
     "connect": "epoll engine upstreams, API client, DNS", "shutdown": "half-close",
     "getsockname": "listeners", "getpeername": "X-Forwarded-For", "setsockopt": "SO_REUSEPORT, TCP_NODELAY, cBPF steering",
-    "getsockopt": "connect results (SO_ERROR)", "sendto": "epoll engine sends, DNS", "recvfrom": "epoll engine receives, DNS",
+    "getsockopt": "SO_ERROR: connect results, resets on sockets not being read", "sendto": "epoll engine sends, DNS", "recvfrom": "epoll engine receives, DNS",
     "sendmsg": "gathered sends (epoll engine), TLS, DNS", "recvmsg": "TLS, DNS", "sendmmsg": "glibc DNS (A+AAAA at once)",
 }
 
