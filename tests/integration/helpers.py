@@ -389,6 +389,26 @@ def wait_settled(c, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-d
              lambda: f"no client connection, busy upstream connection or request in flight (now {in_flight(c)})")
 
 
+def relay_gauges(c, listener: str = "tcp", cluster_name: str = "up") -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """What a TCP relay holds: client connections, upstream connections, the cluster's sessions in
+    flight, and the listener's opened minus closed connections."""
+    ts = list(c.totals())
+    ls = c.listener_stats()[listener]
+    return {"conns_active": sum(t.conns_active for t in ts),
+            "upstream_conns_active": sum(t.upstream_conns_active for t in ts),
+            "cluster_active": c.cluster_stats()[cluster_name]["active"],
+            "open_minus_closed": ls["conns_opened"] - ls["conns_closed"]}
+
+
+def wait_relay_idle(c, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    """Waits until every relay_gauges value is back to zero."""
+    zero = {"conns_active": 0, "upstream_conns_active": 0, "cluster_active": 0, "open_minus_closed": 0}
+    try:
+        wait_for(lambda: relay_gauges(c) == zero, timeout, "gauges back to zero")
+    except AssertionError:
+        raise AssertionError(f"relay gauges not back to zero after {timeout}s: {relay_gauges(c)}") from None
+
+
 def wait_codes(core, listener: str, route: str, timeout: float = 3.0, **expected: int) -> dict:  # type: ignore[no-untyped-def,type-arg]
     """Wait until rule_stats()[(listener, route)]["codes"] equals ZERO_CODES updated with
     expected (keys like s2xx=3 or "2xx"), then return that rule's stats. A response is counted

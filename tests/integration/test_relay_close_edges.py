@@ -16,28 +16,12 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 
 from .backends import echo_handler, recv_all, reset
-from .helpers import fill_until_blocked, free_port, recv_until_close, relay_cfg, wait_for
+from .helpers import (fill_until_blocked, free_port, recv_until_close, relay_cfg, relay_gauges,
+                      wait_for, wait_relay_idle)
 
 pytestmark = pytest.mark.timeout(60)
 
 ONE = [0]
-
-
-def gauges(c) -> dict:  # type: ignore[no-untyped-def]
-    ts = list(c.totals())
-    ls = c.listener_stats()["tcp"]
-    return {"conns_active": sum(t.conns_active for t in ts),
-            "upstream_conns_active": sum(t.upstream_conns_active for t in ts),
-            "cluster_active": c.cluster_stats()["up"]["active"],
-            "open_minus_closed": ls["conns_opened"] - ls["conns_closed"]}
-
-
-def wait_idle(c, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    zero = {"conns_active": 0, "upstream_conns_active": 0, "cluster_active": 0, "open_minus_closed": 0}
-    try:
-        wait_for(lambda: gauges(c) == zero, timeout, "gauges back to zero")
-    except AssertionError:
-        raise AssertionError(f"gauges not back to zero after {timeout}s: {gauges(c)}") from None
 
 
 def odd_payload(n: int) -> bytes:
@@ -72,7 +56,7 @@ def test_client_fin_first_while_upstream_streams_megabytes(core, tcp_server) -> 
     assert how == "eof", f"{how} after {len(data)} bytes"
     assert len(data) == len(resp) and data == resp
     assert got_req == [req]
-    wait_idle(c)
+    wait_relay_idle(c)
     ls = c.listener_stats()["tcp"]
     assert (ls["rx_bytes"], ls["tx_bytes"]) == (len(req), len(resp)), ls
 
@@ -104,7 +88,7 @@ def test_upstream_fin_first_while_client_streams_megabytes(core, tcp_server) -> 
         assert done.wait(10), "the upstream never saw the client's EOF"
         assert s.recv(1) == b""
     assert result == [(len(up), hashlib.sha256(up).hexdigest())]
-    wait_idle(c)
+    wait_relay_idle(c)
     ls = c.listener_stats()["tcp"]
     assert (ls["rx_bytes"], ls["tx_bytes"]) == (len(up), 3), ls
 
@@ -138,7 +122,7 @@ def test_both_fin_at_once_with_megabytes_in_flight_each_way(core, tcp_server) ->
     assert box and box[0][1] == "eof" and box[0][0] == b, (len(box[0][0]), box[0][1]) if box else "hung"
     wait_for(lambda: srv_got, 25, "the backend to read to EOF")  # its EOF may come after the client's
     assert srv_got == [a]
-    wait_idle(c)
+    wait_relay_idle(c)
     ls = c.listener_stats()["tcp"]
     assert (ls["rx_bytes"], ls["tx_bytes"]) == (len(a), len(b)), ls
 
@@ -174,7 +158,7 @@ def test_client_reset_with_bytes_queued_toward_it_resets_upstream(core, tcp_serv
     reset(s)
     assert done.wait(20)
     assert outcome and outcome[0] != "hung", outcome
-    wait_idle(c)
+    wait_relay_idle(c)
 
 
 def test_upstream_reset_with_bytes_queued_toward_it_resets_client(core, tcp_server) -> None:
@@ -212,7 +196,7 @@ def test_upstream_reset_with_bytes_queued_toward_it_resets_client(core, tcp_serv
     t.join(15)
     s.close()
     assert outcome and outcome[0] in ("ConnectionResetError", "BrokenPipeError"), outcome or "writer still blocked"
-    wait_idle(c)
+    wait_relay_idle(c)
 
 
 def _wait_error(conn: socket.socket, out: list[str], done: threading.Event, timeout_ms: int = 15000) -> None:
@@ -267,9 +251,9 @@ def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core,
         conn.setblocking(True)
         reset(conn)
     try:
-        wait_for(lambda: gauges(c)["conns_active"] == 0, 6, "the relay to pass the reset on")
+        wait_for(lambda: relay_gauges(c)["conns_active"] == 0, 6, "the relay to pass the reset on")
     except AssertionError:
-        raise AssertionError(f"{resetter} reset not noticed 6 s later: {gauges(c)}, "
+        raise AssertionError(f"{resetter} reset not noticed 6 s later: {relay_gauges(c)}, "
                              f"listener {c.listener_stats()['tcp']}") from None
     if waiter is not None:
         waiter.join(5)
@@ -278,7 +262,7 @@ def test_reset_by_a_side_whose_reads_are_paused_reaches_a_non_reading_peer(core,
     else:
         assert done.wait(5)
     assert peer_err == ["reset"], peer_err
-    wait_idle(c)
+    wait_relay_idle(c)
 
 
 @pytest.mark.parametrize("resetter", ["client", "upstream"])
@@ -319,9 +303,9 @@ def test_reset_after_half_close_reaches_a_waiting_peer(core, engine, tcp_server,
         waiter.start()
         reset(upstream_conn[0])
     try:
-        wait_for(lambda: gauges(c)["conns_active"] == 0, 5, "the relay to pass the reset on")
+        wait_for(lambda: relay_gauges(c)["conns_active"] == 0, 5, "the relay to pass the reset on")
     except AssertionError:
-        raise AssertionError(f"{resetter} reset after its FIN not noticed 5 s later: {gauges(c)}") from None
+        raise AssertionError(f"{resetter} reset after its FIN not noticed 5 s later: {relay_gauges(c)}") from None
     if resetter == "client":
         assert done.wait(5)
     else:
@@ -329,7 +313,7 @@ def test_reset_after_half_close_reaches_a_waiting_peer(core, engine, tcp_server,
         done.set()
         s.close()
     assert peer_err == ["reset"], peer_err
-    wait_idle(c)
+    wait_relay_idle(c)
 
 
 # ---- long-lived half-open sessions and tunnelIdleTimeout ----
@@ -379,7 +363,7 @@ def test_half_open_session_moving_one_way_outlives_idle_timeout(core, tcp_server
     if closer == "upstream":
         wait_for(lambda: srv_got, 5, "the upstream to finish")
         assert srv_got == [expected]
-    wait_idle(c)
+    wait_relay_idle(c)
 
 
 # ---- zero-byte sessions ----
@@ -404,7 +388,7 @@ def test_zero_byte_sessions_every_way(core, tcp_server) -> None:
     for _ in range(n):
         reset(socket.create_connection(("127.0.0.1", port), timeout=5))
     wait_for(lambda: srv.accepted == 2 * n, 10, lambda: f"upstream accepts: {srv.accepted}")
-    wait_idle(c, 10)
+    wait_relay_idle(c, 10)
     mode["v"] = "upclose"
     for i in range(n):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -412,7 +396,7 @@ def test_zero_byte_sessions_every_way(core, tcp_server) -> None:
             assert data == b"", f"session {i}: {data!r}"
             if how == "reset":  # acceptable, but FIN was expected (nothing owed either way)
                 pass
-    wait_idle(c, 10)
+    wait_relay_idle(c, 10)
     ls = c.listener_stats()["tcp"]
     assert ls == {"conns_opened": 3 * n, "conns_closed": 3 * n, "rx_bytes": 0, "tx_bytes": 0}, ls
     cs = c.cluster_stats()["up"]
@@ -446,7 +430,7 @@ def test_upstream_closes_at_once_while_client_streams(core, tcp_server) -> None:
     assert not t.is_alive(), "client writes block forever"
     assert outcome and outcome[0] in ("ConnectionResetError", "BrokenPipeError"), outcome
     s.close()
-    wait_idle(c)
+    wait_relay_idle(c)
 
 
 # ---- early data before a slow connect, retried ----
@@ -476,7 +460,7 @@ def test_early_data_and_fin_before_a_retried_connect_arrive_once_in_order(core, 
         assert (data, how) == (b"%d %s" % (len(whole), hashlib.sha256(whole).hexdigest().encode()), "eof"), \
             f"session {k}: {data!r} {how}"
     assert srv.accepted == sessions
-    wait_idle(c)
+    wait_relay_idle(c)
     cs = c.cluster_stats()["up"]
     assert cs["connect_errors"] >= sessions // 2 - 1 and cs["connect_errors"] <= sessions, cs
     assert cs["requests"] == sessions + cs["connect_errors"], cs
@@ -555,7 +539,7 @@ def test_tiny_pools_relays_blocked_each_way_then_unblocked(core, tcp_server) -> 
         assert results[f"u{k}"] == (b"ok", "eof"), (k, results[f"u{k}"], srv_got)
         assert srv_got[k] == hashlib.sha256(uploads[k]).hexdigest()
         assert results[f"d{k}"] == ("eof", True, len(downloads[k])), (k, results[f"d{k}"])
-    wait_idle(c, 10)
+    wait_relay_idle(c, 10)
 
 
 # ---- maxConnections ----
@@ -583,7 +567,7 @@ def test_max_connections_refused_sessions_counted_and_gauges_balance(core, tcp_s
              lambda: f"3 refusals counted: {c.cluster_stats()['up']}")
     assert c.cluster_stats()["up"]["active"] == 2
     # the refused ones are released after the client sees their close
-    wait_for(lambda: gauges(c)["conns_active"] == 2, 5, lambda: f"two sessions left: {gauges(c)}")
+    wait_for(lambda: relay_gauges(c)["conns_active"] == 2, 5, lambda: f"two sessions left: {relay_gauges(c)}")
     for s in held:
         s.shutdown(socket.SHUT_WR)
         assert recv_until_close(s, 5) == (b"", "eof")
@@ -593,7 +577,7 @@ def test_max_connections_refused_sessions_counted_and_gauges_balance(core, tcp_s
         s.sendall(b"again")
         s.shutdown(socket.SHUT_WR)
         assert recv_until_close(s, 5) == (b"again", "eof")
-    wait_idle(c)
+    wait_relay_idle(c)
     ls = c.listener_stats()["tcp"]
     assert ls["conns_opened"] == 6 and ls["rx_bytes"] == ls["tx_bytes"] == 5 + 5 + 5, ls
     cs = c.cluster_stats()["up"]
@@ -633,7 +617,7 @@ def test_two_workers_many_short_sessions_counters_exact(core, tcp_server) -> Non
     for th in threads:
         th.join(40)
     assert not errors, errors[:5]
-    wait_idle(c, 10)
+    wait_relay_idle(c, 10)
     ls = c.listener_stats()["tcp"]
     assert ls == {"conns_opened": 400, "conns_closed": 400, "rx_bytes": sum(totals), "tx_bytes": sum(totals)}, ls
     cs = c.cluster_stats()["up"]

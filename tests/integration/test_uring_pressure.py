@@ -15,28 +15,11 @@ from ringlane_sidecar.config.model import Limits
 
 from .backends import digest_app, echo_handler, recv_all, reset, stall_forever
 from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, in_flight, relay_cfg,
-                      rule, total, wait_error, wait_for)
+                      relay_gauges, rule, total, wait_error, wait_for, wait_relay_idle)
 
 pytestmark = pytest.mark.timeout(120)
 
 ONE = [0]
-
-
-def relay_gauges(c) -> dict:  # type: ignore[no-untyped-def]
-    ts = list(c.totals())
-    ls = c.listener_stats()["tcp"]
-    return {"conns_active": sum(t.conns_active for t in ts),
-            "upstream_conns_active": sum(t.upstream_conns_active for t in ts),
-            "cluster_active": c.cluster_stats()["up"]["active"],
-            "open_minus_closed": ls["conns_opened"] - ls["conns_closed"]}
-
-
-def wait_relay_idle(c, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    zero = {"conns_active": 0, "upstream_conns_active": 0, "cluster_active": 0, "open_minus_closed": 0}
-    try:
-        wait_for(lambda: relay_gauges(c) == zero, timeout, "gauges back to zero")
-    except AssertionError:
-        raise AssertionError(f"relay gauges not back to zero after {timeout}s: {relay_gauges(c)}") from None
 
 
 def wait_http_settled(c, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -112,7 +95,7 @@ def test_resets_after_half_close_all_passed_on_with_tiny_ring(core, tcp_server, 
                              f"client reset (past its FIN): {relay_gauges(c)}") from None
     wait_for(lambda: len(results) == n, 20, "every upstream to see the end")
     assert results.count("reset") == n, {r: results.count(r) for r in set(results)}
-    wait_relay_idle(c)
+    wait_relay_idle(c, 10.0)
 
 
 @pytest.mark.parametrize("resetter", ["client", "upstream"])
@@ -197,7 +180,7 @@ def test_resets_of_paused_sides_all_passed_on_with_tiny_ring(core, tcp_server, r
         assert waiter_results.count("reset") == n, {r: waiter_results.count(r) for r in set(waiter_results)}
         for s in clients:
             s.close()
-    wait_relay_idle(c)
+    wait_relay_idle(c, 10.0)
 
 
 # ---- HTTP under a tiny ring and few receive buffers ----
@@ -384,7 +367,7 @@ def test_relay_thousand_sessions_every_ending_tiny_ring(core, tcp_server) -> Non
     out = run_threads(worker, 8, timeout=110)
     errs = [e for o in out for e in (o if isinstance(o, list) else [o]) if e is not None]
     assert not errs, f"{len(errs)} sessions wrong, e.g. {errs[:5]}"
-    wait_relay_idle(c)
+    wait_relay_idle(c, 10.0)
 
 
 def test_relay_slow_reader_pausing_and_resuming_many_times(core, tcp_server) -> None:
@@ -434,7 +417,7 @@ def test_relay_slow_reader_pausing_and_resuming_many_times(core, tcp_server) -> 
     out = run_threads(client, n, timeout=100)
     errs = [o for o in out if o is not None]
     assert not errs, errs[:5]
-    wait_relay_idle(c)
+    wait_relay_idle(c, 10.0)
 
 
 def test_starved_sockets_recover_without_heap_copies(core, engine, nginx) -> None:
