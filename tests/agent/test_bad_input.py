@@ -18,13 +18,9 @@ import pytest
 
 from ringlane_sidecar.config import ConfigError, parse_config
 
+from polling import free_port
+
 BIN = str(Path(sys.executable).parent / "ringlane-sidecar")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], bool], timeout: float) -> bool:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.server
-import socket
 import sys
 import threading
 from pathlib import Path
@@ -11,7 +10,9 @@ from typing import Any, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(1, str(Path(__file__).parent.parent))  # tests/, for polling (this folder is not a package)
 
+from polling import free_port  # noqa: E402,F401 -- never the same port twice; re-exported for the tests
 from ringlane_sidecar.confine import uring_ops  # noqa: E402
 from ringlane_sidecar.confine.profile import seccomp_profile  # noqa: E402
 
@@ -29,12 +30,6 @@ def io_uring_profile(uring_allowlist: uring_ops.UringAllowlist) -> dict[str, Any
 @pytest.fixture(scope="session")
 def epoll_profile() -> dict[str, Any]:
     return seccomp_profile("epoll", None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Hello(http.server.BaseHTTPRequestHandler):

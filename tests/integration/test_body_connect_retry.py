@@ -202,7 +202,7 @@ def test_body_parts_sent_during_each_of_three_backoffs_arrive_in_order(core, htt
     be = http_backend(digest_app)
     port, dead = free_port(), [free_port() for _ in range(3)]
     c = core(config([http_listener(port, rule("r", "b", retry=Retry(attempts=3, on=("connect-failure",),
-                                                                     backoff="400ms")))],
+                                                                     backoff="1s")))],
                     [cluster("b", *(f"127.0.0.1:{d}" for d in dead), be.address)]), cpus=ONE)
     body = os.urandom(20_000 + 60_000 + 150_000 + 1234)
     cuts = [0, 20_000, 80_000, 230_000, len(body)]
@@ -223,11 +223,12 @@ def test_body_parts_sent_during_each_of_three_backoffs_arrive_in_order(core, htt
 def test_body_sent_while_the_connect_hangs_then_retried(core, http_backend, blackhole) -> None:
     """The first endpoint drops SYNs: the body arrives while the connect hangs (it is queued to
     that connection and kept), the connect times out, and more of it arrives during the backoff;
-    the live endpoint then gets all of it."""
+    the live endpoint then gets all of it. (Backoffs of 1 s: the test must see each connect
+    error before the next attempt, also on a loaded machine.)"""
     be = http_backend(digest_app)
     port = free_port()
     c = core(config([http_listener(port, rule("r", "b", retry=Retry(attempts=1, on=("connect-failure",),
-                                                                     backoff="200ms")))],
+                                                                     backoff="1s")))],
                     [cluster("b", blackhole, be.address, connect_timeout="300ms")]), cpus=ONE)
     body = os.urandom(400_000)
     with Conn(port, timeout=10) as conn:

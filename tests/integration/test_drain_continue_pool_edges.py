@@ -290,9 +290,9 @@ def test_drain_deadline_destroys_every_kind_of_connection_and_counts_each_once(c
 
 
 def test_pipelined_requests_each_get_their_own_backend_timeout(core, tcp_server) -> None:
-    """backendRequest is 600ms and request 800ms; three pipelined GETs are each answered after
-    300ms (900ms in all). Each attempt gets its own deadlines, so none from an earlier exchange
-    fires on a later one."""
+    """backendRequest is 1.4s and request 1.8s; three pipelined GETs are each answered after
+    700ms (2.1s in all). Each attempt gets its own deadlines, so none from an earlier exchange
+    fires on a later one. (700 ms of room for a loaded machine.)"""
     def handler(conn: socket.socket, index: int) -> None:
         buf = b""
         for i in range(3):
@@ -300,13 +300,13 @@ def test_pipelined_requests_each_get_their_own_backend_timeout(core, tcp_server)
             if got is None:
                 return
             buf = got[1]
-            time.sleep(0.3)
+            time.sleep(0.7)  # the backend's latency under test
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d" % i)
         recv_all(conn)
 
     srv = tcp_server(handler)
     port = free_port()
-    core(config([http_listener(port, rule("r", "b", timeouts=Timeouts(backend_request="600ms", request="800ms")))],
+    core(config([http_listener(port, rule("r", "b", timeouts=Timeouts(backend_request="1400ms", request="1800ms")))],
                 [cluster("b", srv.address)], limits=IDLE), cpus=ONE)
     with Conn(port) as conn:
         conn.send(b"".join(build_request("GET", f"/{i}") for i in range(3)))

@@ -13,11 +13,12 @@ import select
 import socket
 import sys
 import threading
+from typing import Callable
 
 import pytest
 
 from .conftest import run_python
-from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, tcp_listener, total, wait_for
+from .helpers import Conn, cluster, config, free_port, http_listener, rule, tcp_listener, total, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -38,8 +39,9 @@ def _exit(code: int, msg: str = "") -> None:
     os._exit(code)
 
 
-def _fill_send(s: socket.socket, deadline: float = 5.0) -> int:
-    """Sends until the socket stays unwritable for 0.5 s (the proxy stopped reading)."""
+def _fill_send(s: socket.socket, done: Callable[[], bool], deadline: float = 10.0) -> int:
+    """Sends until the socket stays unwritable for 0.5 s (the proxy stopped reading) and done()
+    says so (a worker stalled for that long has not necessarily stopped)."""
     import time
 
     s.setblocking(False)
@@ -48,8 +50,10 @@ def _fill_send(s: socket.socket, deadline: float = 5.0) -> int:
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         _, w, _ = select.select([], [s], [], 0.5)
-        if not w:
+        if not w and done():
             break
+        if not w:
+            continue
         try:
             sent += s.send(chunk)
         except BlockingIOError:
@@ -90,10 +94,13 @@ def _child_starved_socket_sends(engine: str) -> None:
     release = threading.Event()
 
     def pusher(conn: socket.socket, index: int) -> None:
-        """Sends a lot and never reads."""
+        """Sends until the test ends and never reads (a fixed amount could all fit in the kernel's
+        autotuned socket buffers, and the proxy's queues would not fill up)."""
         conn.setblocking(True)
+        chunk = b"y" * 65536
         try:
-            conn.sendall(b"y" * (8 << 20))
+            while not release.is_set():
+                conn.sendall(chunk)
         except OSError:
             pass
         release.wait(30)
@@ -116,7 +123,7 @@ def _child_starved_socket_sends(engine: str) -> None:
     c1.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     c1.connect(("127.0.0.1", port))
     wait_for(lambda: srv.accepted == 2, 5, "R1 upstream")
-    _fill_send(c1)
+    _fill_send(c1, lambda: total(c, "uring_buf_exhausted") > 0)
     # C2 sends: the proxy finds no receive buffer for it (C2 starved).
     c2.sendall(b"z" * 1000)
     try:

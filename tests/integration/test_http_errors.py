@@ -177,8 +177,8 @@ def test_slowloris_cut_within_header_timeout(core, nginx) -> None:
     timeout_s = 0.5
     port = free_port()
     core(nginx_cfg(port, nginx, Limits(request_header_timeout="500ms")))
+    start = time.monotonic()  # before the connection: the proxy's timer cannot have started earlier
     conn = Conn(port)
-    start = time.monotonic()
     conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
     got = b""
     stop = threading.Event()
@@ -208,7 +208,8 @@ def test_slowloris_cut_within_header_timeout(core, nginx) -> None:
     t.join(2)
     conn.close()
     assert got == b"" or got.startswith(b"HTTP/1.1 408 "), got
-    assert timeout_s * 0.8 <= elapsed <= timeout_s + 0.5, f"cut after {elapsed:.3f}s"
+    # not re-armed by the trickle (that would cut it after 2.5 s); 1.2 s of room for a loaded machine
+    assert timeout_s * 0.8 <= elapsed <= timeout_s + 1.2, f"cut after {elapsed:.3f}s"
     healthy(port)
 
 
@@ -218,8 +219,8 @@ def test_idle_connection_without_bytes_is_cut(core, nginx) -> None:
     core(nginx_cfg(port, nginx, Limits(request_header_timeout="300ms")))
     with Conn(port) as conn:
         start = time.monotonic()
-        assert conn.at_eof(1.5) or conn.buf.startswith(b"HTTP/1.1 408")
-        assert time.monotonic() - start <= 1.0
+        assert conn.at_eof(3) or conn.buf.startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start <= 2.0  # 300 ms, and room for a loaded machine
 
 
 def test_idle_keepalive_timeout(core, nginx) -> None:
@@ -227,10 +228,10 @@ def test_idle_keepalive_timeout(core, nginx) -> None:
     port = free_port()
     core(nginx_cfg(port, nginx, Limits(idle_timeout="300ms", request_header_timeout="5s")))
     with Conn(port) as conn:
+        start = time.monotonic()  # before the request: the idle timer starts after its response
         assert conn.request("GET", "/").status == 200
-        start = time.monotonic()
-        assert conn.at_eof(1.5), "the idle keep-alive connection was not closed"
-        assert 0.25 <= time.monotonic() - start <= 1.0
+        assert conn.at_eof(3), "the idle keep-alive connection was not closed"
+        assert 0.25 <= time.monotonic() - start <= 2.0
 
 
 def test_503_for_cluster_without_endpoints(core) -> None:
@@ -255,7 +256,7 @@ def test_503_after_connect_timeout(core, blackhole) -> None:
     c = core(config([http_listener(port, rule("bh", "b"))], [cluster("b", blackhole, connect_timeout="300ms")]))
     start = time.monotonic()
     assert get(port, "/", timeout=3).status == 503
-    assert 0.25 <= time.monotonic() - start <= 1.0
+    assert 0.25 <= time.monotonic() - start <= 2.0  # 300 ms, not the kernel's SYN retries (1 s, 3 s ...)
     assert c.cluster_stats()["b"]["connect_errors"] == 1
 
 
@@ -270,7 +271,7 @@ def test_retry_after_connect_timeout(core, blackhole, http_backend) -> None:
             start = time.monotonic()
             r = conn.request("GET", "/")
             assert r.status == 200 and r.body == b"second endpoint"
-            assert time.monotonic() - start <= 1.0
+            assert time.monotonic() - start <= 2.0  # 300 ms, not the kernel's SYN retries
 
 
 def test_502_for_backend_reset(core, http_backend) -> None:
@@ -319,7 +320,7 @@ def test_504_for_stalling_backend(core, http_backend) -> None:
             r = get(port, f"/{i}", timeout=2)
             elapsed = time.monotonic() - start
             assert r.status == 504
-            assert 0.35 <= elapsed <= 1.0, elapsed
+            assert 0.35 <= elapsed <= 1.8, elapsed  # 400 ms, and room for a loaded machine
         wait_codes(c, "web", "slow", s5xx=3)
     finally:
         release.set()
@@ -333,8 +334,8 @@ def test_504_backend_request_timeout(core, http_backend) -> None:
                 [cluster("s", be.address)]))
     try:
         start = time.monotonic()
-        assert get(port, "/", timeout=2).status == 504
-        assert time.monotonic() - start <= 1.0
+        assert get(port, "/", timeout=4).status == 504
+        assert time.monotonic() - start <= 2.5  # backend_request's 300 ms, not request's 5 s
     finally:
         release.set()
 

@@ -133,6 +133,8 @@ def _paused_then(head: bytes, chunked: bool, fin: bool, then_reset: bool, sent: 
             conn.sendall(head)
             up = proxy_upstream_socket(peer)
             assert up is not None, "the proxy's upstream socket not found"
+            # room for UNREAD_AT whatever the kernel's autotuning or memory pressure does
+            up.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             i = 0
             while True:
                 piece = os.urandom(PIECE - i % 7)

@@ -52,7 +52,8 @@ def test_request_counts_per_route_and_class(core, nginx) -> None:
 
 
 def test_latency_histogram_buckets(core, http_backend) -> None:
-    """A 300 ms response lands in the 250-500 ms bucket (index 9 of the 15 bounds)."""
+    """A 1.2 s response lands in the 1-2.5 s bucket (index 11 of the 15 bounds; 1.3 s of room for
+    a loaded machine)."""
     import threading
 
     from .backends import Reply
@@ -61,7 +62,7 @@ def test_latency_histogram_buckets(core, http_backend) -> None:
 
     def app(req):  # type: ignore[no-untyped-def]
         if req.target == "/slow":
-            gate.wait(0.3)  # the backend's latency under test
+            gate.wait(1.2)  # the backend's latency under test
         return Reply(200, b"x")
 
     be = http_backend(app)
@@ -71,8 +72,8 @@ def test_latency_histogram_buckets(core, http_backend) -> None:
         assert conn.request("GET", "/slow").status == 200
     b = wait_codes(c, "web", "r", s2xx=1)["buckets"]
     assert sum(b) == 1
-    assert b.index(1) == 9, b
-    assert 0.3e9 <= c.rule_stats()[("web", "r")]["sum_ns"] < 0.5e9
+    assert b.index(1) == 11, b
+    assert 1.2e9 <= c.rule_stats()[("web", "r")]["sum_ns"] < 2.5e9
 
 
 def test_http_byte_counts(core, nginx) -> None:

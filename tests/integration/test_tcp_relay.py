@@ -201,13 +201,13 @@ def test_backend_refused_closes_client(core) -> None:
 def test_connect_timeout_closes_client(core, blackhole) -> None:
     port = free_port()
     c = core(config([tcp_listener(port, "up")], [cluster("up", blackhole, connect_timeout="300ms")]))
+    start = time.monotonic()  # before connecting: the connect timeout starts at the accept
     with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
-        start = time.monotonic()
         try:
             assert s.recv(10) == b""
         except ConnectionResetError:
             pass
-        assert 0.25 <= time.monotonic() - start <= 1.0
+        assert 0.25 <= time.monotonic() - start <= 2.0
     wait_for(lambda: c.cluster_stats()["up"]["connect_errors"] == 1, 3, "one connect error")
     wait_for(lambda: sum(t.conns_active for t in c.totals()) == 0, 3, "the relay to be released")
 

@@ -174,14 +174,14 @@ def test_request_timeout_mid_response_cuts_at_the_deadline(core, http_backend) -
                 b = conn.sock.recv(4096)
                 if not b:
                     break
-                if time.monotonic() - t0 > 1.0:
+                if time.monotonic() - t0 > 2.0:  # 1.5 s after the deadline: room for a loaded machine
                     late += len(b)
-                if time.monotonic() - t0 > 3.0:
+                if time.monotonic() - t0 > 4.0:
                     break
                 time.sleep(0.01)  # a slow reader: it keeps reading
         except ConnectionResetError:
             pass
-        assert late == 0, f"{late} bytes of the response arrived more than 0.5s after the 500ms request timeout"
+        assert late == 0, f"{late} bytes of the response arrived more than 1.5s after the 500ms request timeout"
     wait_codes(c, "web", "r", **{"5xx": 1})
     settled(c, port, be.port)
 
@@ -214,7 +214,7 @@ def test_request_timeout_while_body_is_uploading(core, http_backend) -> None:
         conn.sock.settimeout(4)
         r = conn.read_response()
         assert r.status == 504
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 2.5  # 500 ms, not the 1 s idle timeout (each send restarts it)
     assert be.count == 0
     wait_codes(c, "web", "r", **{"5xx": 1})
     settled(c, port, be.port)
@@ -280,8 +280,8 @@ def test_drain_deadline_cuts_many_stuck_requests_and_closes_all(core, http_backe
         wait_for(lambda: be.count == 20, 5, "every request to reach the backend")
         t0 = time.monotonic()
         c.drain(400)
-        wait_for(lambda: c.running_workers() == 0, 3, "workers to exit at the drain deadline")
-        assert time.monotonic() - t0 < 1.5
+        wait_for(lambda: c.running_workers() == 0, 5, "workers to exit at the drain deadline")
+        assert time.monotonic() - t0 < 2.5  # 400 ms, and room for a loaded machine
         wait_for(lambda: client_fds(port) == 0 and upstream_fds(be.port) == 0, 3, "every proxy socket to be closed")
         for k in conns:
             assert k.at_eof(2)
@@ -303,25 +303,26 @@ def test_drain_deadline_cuts_many_stuck_requests_and_closes_all(core, http_backe
 def test_request_timeout_counts_from_the_first_byte(core, http_backend) -> None:
     """timeouts.request: 'Whole request, from the first byte received to the last byte of the
     response'. It starts at the first byte, not when the head is complete: a head sent over
-    1.2s with a 400ms request timeout gets its 504 as soon as the head is in."""
+    3s with a 2s request timeout gets its 504 as soon as the head is in (2 s later if the
+    deadline started at the end of the head)."""
     release = threading.Event()
     be = http_backend(lambda req: stall_forever(release))
     port = free_port()
-    core(config([http_listener(port, rule("r", "b", timeouts=Timeouts(request="400ms")))],
+    core(config([http_listener(port, rule("r", "b", timeouts=Timeouts(request="2s")))],
                 [cluster("b", be.address)], limits=Limits(request_header_timeout="5s")))
     try:
-        with Conn(port, timeout=4) as conn:
+        with Conn(port, timeout=6) as conn:
             head = build_request("GET", "/slow-head")
             t0 = time.monotonic()
             conn.send(head[:10])
-            time.sleep(1.2)  # the slow head under test (within the header timeout)
+            time.sleep(3.0)  # the slow head under test (within the header timeout)
             conn.send(head[10:])
             t_head = time.monotonic()
             r = conn.read_response()
             assert r.status == 504
             waited = time.monotonic() - t_head
-            assert waited < 0.3, (f"504 came {waited:.2f}s after the head ({time.monotonic() - t0:.2f}s after the "
-                                  "first byte): the 400ms deadline started at the end of the head")
+            assert waited < 1.2, (f"504 came {waited:.2f}s after the head ({time.monotonic() - t0:.2f}s after the "
+                                  "first byte): the 2s deadline started at the end of the head")
     finally:
         release.set()
 
@@ -370,7 +371,7 @@ def test_keepalive_gap_is_idle_timeout_not_header_timeout(core, nginx) -> None:
             if conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) if _readable(conn.sock) else b"":
                 break
         assert conn.read_response().status == 408
-        assert time.monotonic() - t0 < 1.2
+        assert time.monotonic() - t0 < 2.5  # 300 ms, not the 4 s the head takes byte by byte
         assert conn.at_eof(2)
     settled(c, port)
 
@@ -393,7 +394,8 @@ def test_300_connections_time_out_together(core, nginx) -> None:
         for _ in range(300):
             s = socket.create_connection(("127.0.0.1", port))
             socks.append(s)
-        wait_for(lambda: active(c) == 300, 5, "300 connections accepted")
+        # counted as opened, not as open at once: the first ones may time out before the last is accepted
+        wait_for(lambda: c.listener_stats()["web"]["conns_opened"] == 300, 5, "300 connections accepted")
         t0 = time.monotonic()
         wait_for(lambda: active(c) == 0, 5, "every connection timed out")
         assert time.monotonic() - t0 < 2.0
@@ -437,10 +439,10 @@ def test_extreme_durations(core, http_backend) -> None:
             assert conn.request("GET", "/ok").status == 200
             t0 = time.monotonic()
             assert conn.request("GET", "/stall/tiny").status == 504
-            assert time.monotonic() - t0 < 0.5
+            assert time.monotonic() - t0 < 2  # 1 ms (and a round trip), not 1193 h
         t0 = time.monotonic()
         assert get(port, "/stall/short", timeout=3).status == 504
-        assert 0.25 <= time.monotonic() - t0 < 1.0
+        assert 0.25 <= time.monotonic() - t0 < 2
         wait_for(lambda: active(c) == 1, 3, "only the idle connection (1193h) to be left open")
         assert not idle.at_eof(0.2)
         idle.close()
@@ -464,7 +466,7 @@ def test_many_connects_to_a_blackhole_time_out_and_are_cleaned_up(core, blackhol
         for k in conns:
             k.send(build_request("GET", "/"))
         assert [k.read_response().status for k in conns] == [503] * 30
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 2.5  # 200 ms, not the kernel's SYN retries
         assert c.cluster_stats()["b"]["connect_errors"] == 30
     finally:
         for k in conns:
@@ -481,9 +483,9 @@ def test_request_timeout_shorter_than_connect_timeout(core, blackhole) -> None:
     c = core(config([http_listener(port, rule("bh", "b", timeouts=Timeouts(request="200ms")))],
                     [cluster("b", blackhole, connect_timeout="5s")]))
     t0 = time.monotonic()
-    assert get(port, "/", timeout=3).status == 504
-    assert time.monotonic() - t0 < 1.0
-    settled(c, port, bh_port, base, timeout=1.5)
+    assert get(port, "/", timeout=4).status == 504
+    assert time.monotonic() - t0 < 2.5  # 200 ms, not the 5 s connect timeout
+    settled(c, port, bh_port, base, timeout=2)  # abandoned at once, not at the connect timeout
 
 
 # ---- reload ----
@@ -500,13 +502,13 @@ def test_inflight_request_keeps_its_timeout_across_reload(core, http_backend) ->
                   [cluster("b", be.address)], generation=2)
     c = core(cfg1)
     try:
-        with Conn(port, timeout=4) as conn:
+        with Conn(port, timeout=6) as conn:
             conn.send(build_request("GET", "/stall"))
             wait_for(lambda: be.count == 1, 3, "the request to reach the backend")
             t0 = time.monotonic()
             c.apply(cfg2)
             r = conn.read_response()
-            assert r.status == 504 and time.monotonic() - t0 < 1.0
+            assert r.status == 504 and time.monotonic() - t0 < 2.5  # 400 ms, not the new config's 5 s
             assert r.header("connection") != "close"
             assert conn.request("GET", "/ok").status == 200
     finally:

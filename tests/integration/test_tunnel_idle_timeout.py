@@ -19,15 +19,18 @@ pytestmark = pytest.mark.timeout(30)
 
 IDLE_MS = 400
 LIMITS = Limits(request_header_timeout="2s", tunnel_idle_timeout=f"{IDLE_MS}ms")
-STEP = IDLE_MS / 4 / 1000  # a byte every quarter of the timeout keeps it moving
+# The "keeps moving" tests: a byte every 100 ms for 2.5 timeouts of 1 s. The slack (900 ms
+# without a byte) is what a stalled test thread or a slow ASan worker may take.
+MOVING_LIMITS = Limits(request_header_timeout="2s", tunnel_idle_timeout="1s")
+STEP, STEPS = 0.1, 25
 
 
-def relay_cfg(port: int, backend: str):  # type: ignore[no-untyped-def]
-    return config([tcp_listener(port, "up")], [cluster("up", backend)], limits=LIMITS)
+def relay_cfg(port: int, backend: str, limits: Limits = LIMITS):  # type: ignore[no-untyped-def]
+    return config([tcp_listener(port, "up")], [cluster("up", backend)], limits=limits)
 
 
-def tunnel_cfg(port: int, backend: str):  # type: ignore[no-untyped-def]
-    return config([http_listener(port, rule("ws", "w"))], [cluster("w", backend)], limits=LIMITS)
+def tunnel_cfg(port: int, backend: str, limits: Limits = LIMITS):  # type: ignore[no-untyped-def]
+    return config([http_listener(port, rule("ws", "w"))], [cluster("w", backend)], limits=limits)
 
 
 def wait_closed(s: socket.socket, deadline_s: float = 5.0) -> float:
@@ -60,7 +63,7 @@ def test_relay_moving_one_way_is_not_cut(core, tcp_server) -> None:
     """The client only sends (the backend only reads), then the backend only sends: each is movement."""
     def handler(conn: socket.socket, index: int) -> None:
         got = recv_all(conn)  # until the client's FIN
-        for _ in range(12):
+        for _ in range(STEPS):
             conn.sendall(b"d")
             time.sleep(STEP)
         conn.sendall(b"%d" % len(got))
@@ -68,13 +71,13 @@ def test_relay_moving_one_way_is_not_cut(core, tcp_server) -> None:
 
     srv = tcp_server(handler)
     port = free_port()
-    core(relay_cfg(port, srv.address))
+    core(relay_cfg(port, srv.address, MOVING_LIMITS))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        for _ in range(12):  # three timeouts' worth of client-to-backend bytes only
+        for _ in range(STEPS):  # 2.5 timeouts' worth of client-to-backend bytes only
             s.sendall(b"u")
             time.sleep(STEP)
         s.shutdown(socket.SHUT_WR)
-        assert recv_all(s) == b"d" * 12 + b"12"
+        assert recv_all(s) == b"d" * STEPS + b"%d" % STEPS
 
 
 def test_idle_relay_owing_bytes_is_reset(core, tcp_server) -> None:
@@ -113,11 +116,11 @@ def test_idle_websocket_tunnel_is_closed(core, http_backend) -> None:
 def test_websocket_tunnel_moving_is_not_cut(core, http_backend) -> None:
     be = http_backend(lambda req: upgrade_echo())
     port = free_port()
-    core(tunnel_cfg(port, be.address))
+    core(tunnel_cfg(port, be.address, MOVING_LIMITS))
     with Conn(port) as conn:
         conn.send(UPGRADE)
         assert conn.read_response().status == 101
-        for i in range(12):  # three timeouts long
+        for i in range(STEPS):  # 2.5 timeouts long
             conn.send(b"%02d" % i)
             assert recv_exact(conn, 2) == b"%02d" % i
             time.sleep(STEP)

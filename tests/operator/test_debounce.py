@@ -52,13 +52,13 @@ def test_a_steady_stream_still_runs_within_max_wait() -> None:
         d = Debouncer(rec, quiet=0.1, max_wait=0.2)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        while loop.time() - start < 0.7:
+        while loop.time() - start < 1.2:
             d.request("ns")
             await asyncio.sleep(0.02)  # events arriving faster than the quiet time
         await d.request("ns")
         times = [t - start for _, t in rec.runs]
-        assert times[0] < 0.3, times  # never starved by the stream
-        assert len(rec.runs) >= 3
+        assert times[0] < 0.6, times  # never starved by the stream (it lasts 1.2 s); room for a loaded machine
+        assert len(rec.runs) >= 3  # about six: one per max_wait, and the last
         await d.close()
     asyncio.run(main())
 
