@@ -73,10 +73,39 @@ static void on_idle_timeout(rl_worker *w, rl_timer *t)
     up_close(w, rl_container_of(t, rl_http_up, timer));
 }
 
+static const rl_cluster *cluster_in_slot(const rl_cfg *cfg, uint32_t slot)
+{
+    for (uint32_t i = 0; i < cfg->nclusters; i++)
+        if (cfg->clusters[i].slot == slot)
+            return &cfg->clusters[i];
+    return NULL;
+}
+
+static int names_endpoint(const rl_cluster *cl, const rl_http_up *u)
+{
+    for (uint32_t i = 0; cl && i < cl->neps; i++)
+        if (rl_addr_equal(&cl->eps[i].addr, cl->eps[i].addrlen, &u->addr, u->addrlen))
+            return 1;
+    return 0;
+}
+
+/* Whether the newest config still names u's endpoint (checked once per config switch). A
+ * connection busy at the reload that removed it would otherwise be pooled after it, and
+ * serve the address again once a new pod is given it. */
+static int endpoint_current(rl_worker *w, rl_http_up *u)
+{
+    if (u->cfg_seq == w->cfg_seq)
+        return 1;
+    if (!names_endpoint(cluster_in_slot(w->cfg, u->cluster_slot), u))
+        return 0;
+    u->cfg_seq = w->cfg_seq;
+    return 1;
+}
+
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
 {
     rl_http_up_unbind(w, u);
-    if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY)
+    if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY || !endpoint_current(w, u))
         return up_close(w, u);
     u->state = U_IDLE;
     rl_outq_shrink(&u->out);
@@ -92,29 +121,20 @@ void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
     w->eng->recv_start(w, &u->sock); /* notice an upstream close while idle */
 }
 
-static int names_endpoint(const rl_cluster *cl, const rl_http_up *u)
-{
-    for (uint32_t i = 0; i < cl->neps; i++)
-        if (rl_addr_equal(&cl->eps[i].addr, cl->eps[i].addrlen, &u->addr, u->addrlen))
-            return 1;
-    return 0;
-}
-
 void rl_http_pools_prune(rl_worker *w, const rl_cfg *cfg)
 {
     for (uint32_t slot = 0; slot < RL_MAX_SLOTS; slot++) {
         rl_pool *pool = w->pools[slot];
         if (!pool || !pool->nidle)
             continue;
-        const rl_cluster *cl = NULL;
-        for (uint32_t i = 0; i < cfg->nclusters && !cl; i++)
-            if (cfg->clusters[i].slot == slot)
-                cl = &cfg->clusters[i];
+        const rl_cluster *cl = cluster_in_slot(cfg, slot);
         for (rl_list *n = pool->idle.next, *next; n != &pool->idle; n = next) {
             next = n->next;
             rl_http_up *u = rl_container_of(n, rl_http_up, pool_node);
-            if (!cl || !names_endpoint(cl, u))
+            if (!names_endpoint(cl, u))
                 up_close(w, u);
+            else
+                u->cfg_seq = w->cfg_seq;
         }
     }
 }
@@ -182,6 +202,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
     u->addr = ep->addr;
     u->addrlen = ep->addrlen;
     u->cluster_slot = cl->slot;
+    u->cfg_seq = w->cfg_seq;
     u->idle_ms = cl->idle_timeout_ms;
     u->state = U_CONNECTING;
     u->between = 1;

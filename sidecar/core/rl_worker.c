@@ -141,6 +141,7 @@ static void switch_cfg(rl_worker *w, rl_cfg *cfg)
     rl_cfg_hold *old = w->cur_hold;
     w->cur_hold = h;
     w->cfg = cfg;
+    w->cfg_seq++;
     if (old && old->conns == 0)
         drop_hold(w, old);
 

@@ -55,6 +55,7 @@ struct rl_worker {
     void *http_req_settings, *http_resp_settings; /* llhttp callback tables */
 
     rl_cfg *cfg;
+    uint32_t cfg_seq; /* config switches so far (a pooled connection rechecks its endpoint after one) */
     rl_cfg_hold *cur_hold;
     rl_list holds;
     rl_list listeners;
