@@ -88,6 +88,14 @@ static int uncounted(const rl_http_client *c)
 
 static void count_response(rl_worker *w, rl_http_client *c, int status);
 
+/* The Connection line of the response the client gets now (RL_CONN_*). */
+static int client_conn_line(const rl_http_client *c)
+{
+    if (!c->keepalive)
+        return RL_CONN_CLOSE;
+    return c->parser.http_major == 1 && c->parser.http_minor == 0 ? RL_CONN_KEEP_ALIVE : RL_CONN_NONE;
+}
+
 static void client_close(rl_worker *w, rl_http_client *c)
 {
     if (c->closed)
@@ -350,7 +358,7 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
     c->resp_started = 1;
     close_if_listener_gone(w, c);
     int head_only = c->state != C_HEAD && c->state != C_IDLE && c->method == HTTP_HEAD; /* method known */
-    if (rl_http_build_error(w, &c->out, status, !c->keepalive, head_only))
+    if (rl_http_build_error(w, &c->out, status, client_conn_line(c), head_only))
         return client_close(w, c);
     rl_outq_kick(w, &c->sock, &c->out);
     count_response(w, c, status);
@@ -866,7 +874,7 @@ static int write_head(rl_worker *w, rl_http_client *c, rl_http_up *u, const char
 {
     int final = u->parser.status_code >= 200; /* the rule's headers and Connection: close are not for a 1xx */
     int rc = u->rewrite ? rl_http_build_response_head(w, &c->out, &u->rh, base, end, final ? c->rule : NULL,
-                                                      final && !c->keepalive)
+                                                      final ? client_conn_line(c) : RL_CONN_NONE)
                         : rl_outq_write(w, &c->out, base, end);
     u->rewrite = 0;
     if (rc)
@@ -1084,7 +1092,8 @@ static int resp_on_headers_complete(llhttp_t *p)
      * for its hop-by-hop fields; a 101's Connection/Upgrade are the switch itself. */
     /* An HTTP/1.0 status line is written as 1.1 too (RFC 9110 2.5: a proxy sends its own
      * version), else a 1.1 client takes the connection kept alive here for a closing one. */
-    int final_changes = !c || !c->keepalive || p->http_minor == 0 || rl_resp_head_changes(&u->rh, c->rule);
+    int final_changes = !c || client_conn_line(c) != RL_CONN_NONE || p->http_minor == 0 ||
+                        rl_resp_head_changes(&u->rh, c->rule);
     u->rewrite = c && (status >= 200 ? final_changes : status != 101 && rl_resp_head_changes(&u->rh, NULL));
     if (!u->rewrite && !u->headbuf_len)
         return no_body; /* 1: llhttp skips the body */

@@ -46,6 +46,12 @@ typedef struct rl_http_req {
     const rl_match *match; /* set by rl_http_route: the match that chose the rule (its prefix is rewritten) */
 } rl_http_req;
 
+/* The asterisk-form target "*" (RFC 9112 3.2.4; valid for OPTIONS only). */
+static inline int rl_http_req_asterisk(const char *b, const rl_http_req *rq)
+{
+    return rq->path.len == 1 && b[rq->path.off] == '*' && !rq->authority.len && !rq->query.len;
+}
+
 /* rl_http_head.c */
 void rl_http_head_settings(llhttp_settings_t *s);
 
@@ -67,10 +73,14 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *ou
 const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h, rl_http_req *rq);
 int rl_span_ieq(const char *base, rl_span s, const char *lit, uint32_t n);
 
+/* The Connection line a response to the client gets: none, close, or keep-alive (an HTTP/1.0
+ * client's connection persists only when the response says so: RFC 9112 C.2.2, as nginx). */
+enum { RL_CONN_NONE, RL_CONN_CLOSE, RL_CONN_KEEP_ALIVE };
+
 /* rl_http_build.c: write into q; 0, or -1 when out of buffers. */
 int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq,
                           const llhttp_t *p, const rl_rule *r, const char *client_ip);
-int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close, int head_only);
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int conn, int head_only);
 /* Whether the Connection header value v[0, vlen) lists name[0, n) among its options. */
 int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t n);
 /* Fields never removed because a Connection header names them: the body's framing (dropping
@@ -116,10 +126,10 @@ void rl_resp_head_value_done(rl_resp_head *h, const char *base);
 int rl_resp_head_changes(const rl_resp_head *h, const rl_rule *r);
 /* The head base[0, end) into q without its dropped lines (and those its Connection options
  * name, RFC 9110 7.6.1), with r's set and add headers, and with
- * "Connection: close" when close; 0, -1 when out of buffers, -2 when the head has a bare CR (or
- * more Connection lines with options than conn_opts holds). */
+ * the Connection line conn (RL_CONN_*); 0, -1 when out of buffers, -2 when the head has a bare
+ * CR (or more Connection lines with options than conn_opts holds). */
 int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
-                                const rl_rule *r, int close);
+                                const rl_rule *r, int conn);
 
 /* Largest response head the proxy collects when it spans receive buffers; larger gets 502. */
 #define RL_HTTP_MAX_RESP_HEAD 65536

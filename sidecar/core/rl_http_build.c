@@ -87,7 +87,11 @@ static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_
 {
     const char *path = h->base + rq->path.off;
     uint32_t len = rq->path.len;
-    if (!len)
+    /* RFC 9112 3.2.4: OPTIONS for the server as a whole (asterisk-form, or absolute-form
+     * without path and query) goes on as "*", never rewritten into a resource path. */
+    if (rl_http_req_asterisk(h->base, rq) || (!len && !rq->query.len && rq->method == HTTP_OPTIONS))
+        WS("*");
+    else if (!len)
         WS("/"); /* absolute-form without a path */
     else if (!r->has_rewrite)
         W(path, len);
@@ -144,8 +148,10 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
         if (rl_span_ieq(b, h->headers[i][0], "connection", 10) && !rl_span_ieq(b, h->headers[i][1], "keep-alive", 10) &&
             !rl_span_ieq(b, h->headers[i][1], "close", 5))
             conn_options = 1;
+    int host_seen = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) {
         rl_span n = h->headers[i][0], v = h->headers[i][1];
+        host_seen |= rl_span_ieq(b, n, "host", 4);
         if (conn_options && named_by_connection(h, n))
             continue;
         if (rl_span_ieq(b, n, "x-forwarded-for", 15)) {
@@ -174,6 +180,13 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
         W(b + n.off, n.len);
         WS(": ");
         W(b + v.off, v.len);
+        WS("\r\n");
+    }
+    /* RFC 9112 3.2.2: a proxy makes Host from an absolute-form target (an HTTP/1.0 request
+     * may have come without one), unless the rule sets or removes it. */
+    if (!host_seen && rq->authority.len && !rl_hdr_named(set, nset, "host", 4) && !rl_hdr_named(rem, nrem, "host", 4)) {
+        WS("Host: ");
+        W(b + rq->authority.off, rq->authority.len);
         WS("\r\n");
     }
     for (int op = RL_HDR_SET; op <= RL_HDR_ADD; op++)
@@ -214,7 +227,7 @@ static const char *reason(int status)
     }
 }
 
-int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close, int head_only)
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int conn, int head_only)
 {
     char buf[256];
     const char *why = reason(status);
@@ -225,7 +238,9 @@ int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int close, int hea
     int n = snprintf(buf, sizeof(buf),
                      "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
                      "server: ringlane\r\n%s%s\r\n%s%s",
-                     status, why, body, allow, close ? "connection: close\r\n" : "",
+                     status, why, body, allow,
+                     conn == RL_CONN_CLOSE ? "connection: close\r\n" :
+                     conn == RL_CONN_KEEP_ALIVE ? "connection: keep-alive\r\n" : "",
                      head_only ? "" : why, head_only ? "" : "\n"); /* a HEAD's answer has no body (RFC 9110 9.3.2) */
     W(buf, n);
     return 0;

@@ -207,8 +207,11 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
                 end++;
             rq->authority.off = (uint32_t)(s + 2 - b);
             rq->authority.len = (uint32_t)(end - (s + 2));
-            /* RFC 9110 4.2.1, 4.2.4: an http URI needs a host, and userinfo is an error */
-            bad_authority = !rq->authority.len || memchr(s + 2, '@', rq->authority.len);
+            /* RFC 9110 4.2.1, 4.2.4: an http URI needs a host (not only a port, nor "[]"), and
+             * userinfo is an error */
+            rl_span host = host_part(b, rq->authority);
+            bad_authority = host.len == 0 || (host.len == 2 && b[host.off] == '[') ||
+                            memchr(s + 2, '@', rq->authority.len);
             url.off = (uint32_t)(end - b);
             url.len = (uint32_t)(e - end);
         }
@@ -247,6 +250,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     /* RFC 9112 3.2: no fragment in a request target; a backend that drops it would serve
      * another path than the one routed. */
     else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI || memchr(b + h->url.off, '#', h->url.len) ||
+             /* RFC 9112 3.2: origin-form starts with '/'; asterisk-form is for OPTIONS only */
+             (rq->path.len && b[rq->path.off] != '/' && !(rl_http_req_asterisk(b, rq) && rq->method == HTTP_OPTIONS)) ||
              (rq->path.len && b[rq->path.off] == '/' && has_dot_segment(b + rq->path.off, rq->path.len)))
         rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);

@@ -192,7 +192,7 @@ static int write_kept_lines(rl_worker *w, rl_outq *q, const rl_resp_head *h, con
 }
 
 int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const char *base, uint32_t end,
-                                const rl_rule *r, int close)
+                                const rl_rule *r, int conn)
 {
     /* A bare CR is invalid (RFC 9112 2.2) and llhttp's reading of it need not be the client's:
      * a head that has one is not edited line by line. */
@@ -229,8 +229,10 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
             W(hd->value.p, hd->value.len);
             W("\r\n", 2);
         }
-    if (close)
+    if (conn == RL_CONN_CLOSE)
         W("Connection: close\r\n", 19);
+    else if (conn == RL_CONN_KEEP_ALIVE)
+        W("Connection: keep-alive\r\n", 24);
     W("\r\n", 2);
     return 0;
 }

@@ -159,10 +159,10 @@ static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data
         return; /* not a complete final head: the proxy passes or refuses it, nothing to rewrite */
     }
     uint32_t end = (uint32_t)(llhttp_get_error_pos(&parser) - (const char *)data);
-    int close = (int)(size & 1);
+    int conn = (int)(size % 3); /* RL_CONN_NONE, _CLOSE, _KEEP_ALIVE */
     rl_outq q;
     memset(&q, 0, sizeof(q));
-    if (rl_http_build_response_head(w, &q, &in.rh, (const char *)data, end, rule, close)) {
+    if (rl_http_build_response_head(w, &q, &in.rh, (const char *)data, end, rule, conn)) {
         rl_outq_clear(w, &q);
         rl_outq_free(&q);
         rl_resp_head_free(&in.rh);
@@ -191,7 +191,7 @@ static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data
     if (again.status_code != parser.status_code || (again.flags & framing) != (parser.flags & framing) ||
         ((parser.flags & F_CONTENT_LENGTH) && again.content_length != parser.content_length))
         abort();
-    /* ... whose field names are the kept ones in order, then the filter's, then Connection: close. */
+    /* ... whose field names are the kept ones in order, then the filter's, then Connection. */
     uint32_t k = 0;
     for (uint32_t i = 0; i < in.n; i++) {
         if (dropped(&in, i))
@@ -200,8 +200,8 @@ static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data
             abort();
         k++;
     }
-    if (k + 2 + (uint32_t)close != out.n || !is(&out, k, "x-env") || !is(&out, k + 1, "x-added") ||
-        (close && !is(&out, k + 2, "connection")))
+    if (k + 2 + (uint32_t)(conn != RL_CONN_NONE) != out.n || !is(&out, k, "x-env") || !is(&out, k + 1, "x-added") ||
+        (conn != RL_CONN_NONE && !is(&out, k + 2, "connection")))
         abort();
     free(buf);
 }
