@@ -166,6 +166,36 @@ void rl_core_cfg_unhold(rl_cfg *cfg)
     rl_cfg_free(cfg);
 }
 
+/* Whether a recent config stopped listening on l's address (forgotten once asked). */
+static int take_removed(rl_core *c, const rl_listener_cfg *l)
+{
+    for (int i = 0; i < c->nremoved; i++)
+        if (rl_addr_equal(&c->removed[i].addr, c->removed[i].addrlen, &l->addr, l->addrlen)) {
+            c->removed[i] = c->removed[--c->nremoved];
+            return 1;
+        }
+    return 0;
+}
+
+/* Remembers the addresses of the latest config's groups that groups (the next config's) drop. */
+static void note_removed(rl_core *c, rl_listen_group *groups)
+{
+    for (rl_listen_group *o = c->groups; o; o = o->next) {
+        int kept = 0;
+        for (rl_listen_group *g = groups; g && !kept; g = g->next)
+            kept = rl_addr_equal(&o->addr, o->addrlen, &g->addr, g->addrlen);
+        if (kept)
+            continue;
+        int n = (int)RL_ARRAY_LEN(c->removed);
+        if (c->nremoved == n) /* the oldest goes: its sockets are long closed */
+            memmove(&c->removed[0], &c->removed[1], (size_t)(n - 1) * sizeof(c->removed[0]));
+        else
+            c->nremoved++;
+        c->removed[c->nremoved - 1].addr = o->addr;
+        c->removed[c->nremoved - 1].addrlen = o->addrlen;
+    }
+}
+
 int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
 {
     rl_listen_group *groups = NULL;
@@ -201,6 +231,8 @@ int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
         if (g) {
             memcpy(ng->fds, g->fds, (size_t)c->nworkers * sizeof(int));
         } else {
+            if (take_removed(c, l)) /* best effort: at the deadline it listens anyway */
+                rl_steer_wait_unbound((const struct sockaddr *)&l->addr, l->addrlen, 2000);
             int rc = rl_steer_listen((const struct sockaddr *)&l->addr, l->addrlen, c->nworkers, cpus, ng->fds);
             if (rc < 0) {
                 char a[80];
@@ -219,6 +251,7 @@ int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
         atomic_store(&g->refs, 1);
         cfg->listeners[i].group = g;
     }
+    note_removed(c, groups);
     c->groups = groups;
     cfg->seq = ++c->applied_seq;
     atomic_store(&cfg->holders, c->nworkers);

@@ -69,6 +69,13 @@ struct rl_core {
     atomic_int draining;
     atomic_uint drain_timeout_ms;
     rl_listen_group *groups; /* groups of the latest config */
+    /* Addresses recent configs stopped listening on (their sockets close as workers switch): a
+     * config that listens there again first waits for them to be gone (rl_steer_wait_unbound). */
+    struct {
+        struct sockaddr_storage addr;
+        socklen_t addrlen;
+    } removed[16];
+    int nremoved;
     uint64_t applied_seq;    /* of the latest config (rl_core_apply runs on one thread) */
     pthread_mutex_t start_mu;
     pthread_cond_t start_cv;

@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef SO_ATTACH_REUSEPORT_CBPF
@@ -52,6 +53,26 @@ static int listen_one(const struct sockaddr *addr, socklen_t len)
         return -e;
     }
     return fd;
+}
+
+int rl_steer_wait_unbound(const struct sockaddr *addr, socklen_t len, int timeout_ms)
+{
+    int one = 1;
+    for (int waited = 0;; waited++) {
+        int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return 0;
+        /* SO_REUSEADDR: connections the old sockets accepted do not count, listeners do. */
+        int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ? -1 : bind(fd, addr, len);
+        int e = errno;
+        close(fd);
+        if (rc == 0)
+            return 1;
+        if (e != EADDRINUSE || waited >= timeout_ms)
+            return 0;
+        struct timespec ms = {.tv_sec = 0, .tv_nsec = 1000000};
+        nanosleep(&ms, NULL); /* a worker closes its socket at its next loop turn */
+    }
 }
 
 int rl_steer_listen(const struct sockaddr *addr, socklen_t len, int n, const int *cpus, int *fds)

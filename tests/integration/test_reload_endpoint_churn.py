@@ -4,8 +4,8 @@ open, in flight or pooled; and memory across a reload storm.
 - The upstream connection of a request in flight to an endpoint a reload removes is closed when
   the exchange ends, not pooled (the reload's prune only saw idle ones): reused, it would serve
   the address again once Kubernetes gives it to a new pod.
-- Known bug (strict xfail): a listener removed and re-added by two configs published back to
-  back joins the old sockets' reuseport group, and CPU steering can end up crossed.
+- A listener removed and re-added by two configs published back to back keeps its CPU steering
+  (its new sockets once joined the old ones' reuseport group, and steering could end up crossed).
 - A 600-reload storm leaves no per-reload heap growth."""
 from __future__ import annotations
 
@@ -99,19 +99,16 @@ def connect_from_cpu(cpu: int, port: int, n: int) -> None:
     assert not errors, errors
 
 
-@pytest.mark.xfail(strict=True, reason="known: the re-added address binds new sockets into the old ones' "
-                                       "reuseport group while those are still open (rl_core_apply)")
 def test_listener_removed_and_readded_back_to_back_keeps_cpu_steering(core, http_backend) -> None:
     """A reload removes listener 'extra', the next one (published before the workers took the
     first in: the agent applies each ConfigMap update without waiting) adds it back on the same
     port. ARCHITECTURE.md: "a connection is accepted by the worker on the CPU that received it".
-    Fails: rl_core_apply looks for the address only in the latest config's groups (c->groups),
-    so rl_steer_listen binds new SO_REUSEPORT sockets while the old ones are still open: they
-    join the old sockets' reuseport group (indices 2, 3). When the workers close the old ones,
-    the kernel moves the last socket into each freed index; if worker 0 closes first the new
-    sockets end up swapped, and the cBPF program's "return worker index" sends CPU 0's
-    connections to worker 1 and back, for as long as the listener lives (about half the
-    cycles; 16 cycles here)."""
+    Failed before: rl_core_apply bound new SO_REUSEPORT sockets while the old ones were still
+    open; they joined the old sockets' reuseport group (indices 2, 3), and as the workers closed
+    the old ones the kernel moved the last socket into each freed index: if worker 0 closed
+    first, the cBPF program's "CPU -> index" sent CPU 0's connections to worker 1 and back, for
+    the listener's life (about half the cycles). Now the re-add waits until the old sockets are
+    gone (rl_steer_wait_unbound)."""
     if not {0, 1} <= os.sched_getaffinity(0):
         pytest.skip("needs CPUs 0 and 1")
     be = http_backend(lambda req: Reply(200, b"ok"))
