@@ -177,6 +177,27 @@ static int take_removed(rl_core *c, const rl_listener_cfg *l)
     return 0;
 }
 
+static uint16_t addr_port(const struct sockaddr_storage *ss)
+{
+    /* sin_port and sin6_port sit at the same offset */
+    return ((const struct sockaddr_in *)(const void *)ss)->sin_port;
+}
+
+/* Whether another listener of the latest config or of cfg has l's port on another address (a
+ * wildcard one overlaps): then the probe of rl_steer_wait_unbound could only time out. */
+static int port_shared(const rl_core *c, const rl_cfg *cfg, const rl_listener_cfg *l)
+{
+    for (const rl_listen_group *g = c->groups; g; g = g->next)
+        if (addr_port(&g->addr) == addr_port(&l->addr) && !rl_addr_equal(&g->addr, g->addrlen, &l->addr, l->addrlen))
+            return 1;
+    for (uint32_t i = 0; i < cfg->nlisteners; i++) {
+        const rl_listener_cfg *o = &cfg->listeners[i];
+        if (addr_port(&o->addr) == addr_port(&l->addr) && !rl_addr_equal(&o->addr, o->addrlen, &l->addr, l->addrlen))
+            return 1;
+    }
+    return 0;
+}
+
 /* Remembers the addresses of the latest config's groups that groups (the next config's) drop. */
 static void note_removed(rl_core *c, rl_listen_group *groups)
 {
@@ -231,7 +252,7 @@ int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
         if (g) {
             memcpy(ng->fds, g->fds, (size_t)c->nworkers * sizeof(int));
         } else {
-            if (take_removed(c, l)) /* best effort: at the deadline it listens anyway */
+            if (take_removed(c, l) && !port_shared(c, cfg, l)) /* best effort: at the deadline it listens anyway */
                 rl_steer_wait_unbound((const struct sockaddr *)&l->addr, l->addrlen, 2000);
             int rc = rl_steer_listen((const struct sockaddr *)&l->addr, l->addrlen, c->nworkers, cpus, ng->fds);
             if (rc < 0) {

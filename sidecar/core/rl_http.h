@@ -151,7 +151,7 @@ typedef struct rl_http_up {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t cluster_slot, idle_ms;
-    uint32_t cfg_seq; /* the worker's config (rl_worker.cfg_seq) known to name its endpoint */
+    uint8_t stale;  /* a config since it opened dropped its endpoint: closed after its exchange */
     uint8_t state, method, retry_status, closed, shut_pending;
     uint8_t eof; /* a tunnel's upstream sent FIN: it stays open for what the client still sends */
     uint8_t reused; /* taken from the pool for this request: the upstream may have closed it */

@@ -1,5 +1,6 @@
 /* rl_http_head: request-head spans recorded from llhttp callbacks, request facts, and route
  * matching with Gateway API precedence. No I/O here. */
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -166,6 +167,33 @@ static rl_span host_part(const char *b, rl_span value)
     return value;
 }
 
+/* An authority of an http URI (RFC 3986 3.2.2-3.2.3): a bracketed IP literal or a non-empty
+ * reg-name / IPv4 address, then an optional ":" and digits. The proxy makes Host from it. */
+static int valid_authority(const char *v, uint32_t n)
+{
+    uint32_t i = 0;
+    if (n && v[0] == '[') {
+        for (i = 1; i < n && v[i] != ']'; i++)
+            if (!isxdigit((unsigned char)v[i]) && v[i] != ':' && v[i] != '.')
+                return 0;
+        if (i >= n || i == 1)
+            return 0; /* "[" unterminated, or "[]" */
+        i++;
+    } else {
+        for (; i < n && v[i] != ':'; i++)
+            if (!isalnum((unsigned char)v[i]) && (!v[i] || !strchr("-._~!$&'()*+,;=%", v[i])))
+                return 0;
+        if (i == 0)
+            return 0; /* no host: ":80" */
+    }
+    if (i < n && v[i++] != ':')
+        return 0; /* "[::1]junk" */
+    for (; i < n; i++)
+        if (!isdigit((unsigned char)v[i]))
+            return 0;
+    return 1;
+}
+
 /* The length of a '.' at p, plain (1) or as %2e (3); 0 when p is not one. */
 static int dot_char(const char *p, const char *e)
 {
@@ -208,10 +236,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
             rq->authority.off = (uint32_t)(s + 2 - b);
             rq->authority.len = (uint32_t)(end - (s + 2));
             /* RFC 9110 4.2.1, 4.2.4: an http URI needs a host (not only a port, nor "[]"), and
-             * userinfo is an error */
-            rl_span host = host_part(b, rq->authority);
-            bad_authority = host.len == 0 || (host.len == 2 && b[host.off] == '[') ||
-                            memchr(s + 2, '@', rq->authority.len);
+             * userinfo is an error ('@' is no authority character) */
+            bad_authority = !valid_authority(s + 2, rq->authority.len);
             url.off = (uint32_t)(end - b);
             url.len = (uint32_t)(e - end);
         }

@@ -31,8 +31,8 @@ static void up_forget(rl_worker *w, rl_http_up *u)
     u->closed = 1;
     u->pool->nopen--; /* counted against max_conns until now, not until the engine lets go */
     rl_timer_cancel(&w->wheel, &u->timer);
+    rl_list_unlink(&u->pool_node); /* idle or busy */
     if (u->state == U_IDLE) {
-        rl_list_unlink(&u->pool_node);
         u->pool->nidle--;
         w->totals.upstream_conns_idle--;
     }
@@ -89,23 +89,10 @@ static int names_endpoint(const rl_cluster *cl, const rl_http_up *u)
     return 0;
 }
 
-/* Whether the newest config still names u's endpoint (checked once per config switch). A
- * connection busy at the reload that removed it would otherwise be pooled after it, and
- * serve the address again once a new pod is given it. */
-static int endpoint_current(rl_worker *w, rl_http_up *u)
-{
-    if (u->cfg_seq == w->cfg_seq)
-        return 1;
-    if (!names_endpoint(cluster_in_slot(w->cfg, u->cluster_slot), u))
-        return 0;
-    u->cfg_seq = w->cfg_seq;
-    return 1;
-}
-
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse)
 {
     rl_http_up_unbind(w, u);
-    if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY || !endpoint_current(w, u))
+    if (!reuse || u->closed || u->out.count || w->draining || u->state != U_BUSY || u->stale)
         return up_close(w, u);
     u->state = U_IDLE;
     rl_outq_shrink(&u->out);
@@ -125,7 +112,7 @@ void rl_http_pools_prune(rl_worker *w, const rl_cfg *cfg)
 {
     for (uint32_t slot = 0; slot < RL_MAX_SLOTS; slot++) {
         rl_pool *pool = w->pools[slot];
-        if (!pool || !pool->nidle)
+        if (!pool)
             continue;
         const rl_cluster *cl = cluster_in_slot(cfg, slot);
         for (rl_list *n = pool->idle.next, *next; n != &pool->idle; n = next) {
@@ -133,8 +120,12 @@ void rl_http_pools_prune(rl_worker *w, const rl_cfg *cfg)
             rl_http_up *u = rl_container_of(n, rl_http_up, pool_node);
             if (!names_endpoint(cl, u))
                 up_close(w, u);
-            else
-                u->cfg_seq = w->cfg_seq;
+        }
+        /* Busy ones finish their exchange, then close: pooled, one would serve the address
+         * again once a new pod is given it, even if a later config names it again. */
+        for (rl_list *n = pool->busy.next; n != &pool->busy; n = n->next) {
+            rl_http_up *u = rl_container_of(n, rl_http_up, pool_node);
+            u->stale |= (uint8_t)!names_endpoint(cl, u);
         }
     }
 }
@@ -159,6 +150,7 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
         if (!rl_addr_equal(&u->addr, u->addrlen, &ep->addr, ep->addrlen))
             continue;
         rl_list_unlink(&u->pool_node);
+        rl_list_push_back(&pool->busy, &u->pool_node);
         pool->nidle--;
         w->totals.upstream_conns_idle--;
         rl_timer_cancel(&w->wheel, &u->timer);
@@ -202,11 +194,14 @@ rl_http_up *rl_http_up_get(rl_worker *w, rl_http_client *c, const rl_cluster *cl
     u->addr = ep->addr;
     u->addrlen = ep->addrlen;
     u->cluster_slot = cl->slot;
-    u->cfg_seq = w->cfg_seq;
+    /* cl may be an older config's (the client's): one the worker's newest does not name the
+     * endpoint of is not pooled after this exchange. */
+    u->stale = (uint8_t)!names_endpoint(cluster_in_slot(w->cfg, cl->slot), u);
     u->idle_ms = cl->idle_timeout_ms;
     u->state = U_CONNECTING;
     u->between = 1;
     rl_list_init(&u->pool_node);
+    rl_list_push_back(&pool->busy, &u->pool_node);
     llhttp_init(&u->parser, HTTP_RESPONSE, settings);
     u->parser.data = u;
     pool->nopen++;

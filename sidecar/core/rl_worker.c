@@ -31,8 +31,10 @@ rl_pool *rl_worker_pool(rl_worker *w, uint32_t slot)
     if (rl_likely(p != NULL))
         return p;
     p = calloc(1, sizeof(*p));
-    if (p)
+    if (p) {
         rl_list_init(&p->idle);
+        rl_list_init(&p->busy);
+    }
     w->pools[slot] = p;
     return p;
 }
@@ -141,7 +143,6 @@ static void switch_cfg(rl_worker *w, rl_cfg *cfg)
     rl_cfg_hold *old = w->cur_hold;
     w->cur_hold = h;
     w->cfg = cfg;
-    w->cfg_seq++;
     if (old && old->conns == 0)
         drop_hold(w, old);
 

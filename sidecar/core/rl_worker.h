@@ -35,7 +35,8 @@ typedef struct rl_listener {
 
 /* Idle upstream connections of one cluster (by stats slot), most recently used first. */
 typedef struct rl_pool {
-    rl_list idle;
+    rl_list idle; /* most recently used first */
+    rl_list busy; /* HTTP connections in use (rl_http_up.pool_node): a reload marks stale ones */
     uint32_t nidle;
     uint32_t nopen;
 } rl_pool;
@@ -55,7 +56,6 @@ struct rl_worker {
     void *http_req_settings, *http_resp_settings; /* llhttp callback tables */
 
     rl_cfg *cfg;
-    uint32_t cfg_seq; /* config switches so far (a pooled connection rechecks its endpoint after one) */
     rl_cfg_hold *cur_hold;
     rl_list holds;
     rl_list listeners;
