@@ -18,6 +18,7 @@ import pytest
 from .backends import Reply, recv_all, recv_head
 from .conftest import apply_and_wait
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule, total, wait_for
+from .test_steering import connect_from_cpu, per_worker_opened
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,6 +28,24 @@ CYCLES = 16
 
 def idle_ups(c) -> int:  # type: ignore[no-untyped-def]
     return total(c, "upstream_conns_idle")
+
+
+def endpoint_a(tcp_server, release: threading.Event | None = None):  # type: ignore[no-untyped-def]
+    """An upstream that answers each connection's request with "A" (once release is set, if
+    given): its address, and events set when a request arrived and when the proxy closed."""
+    got, eof = threading.Event(), threading.Event()
+
+    def handler(conn: socket.socket, index: int) -> None:
+        if recv_head(conn) is None:
+            return
+        got.set()
+        if release is not None:
+            release.wait(20)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA")
+        recv_all(conn)
+        eof.set()
+
+    return tcp_server(handler).address, got, eof
 
 
 def test_upstream_conn_busy_at_reload_to_a_removed_endpoint_is_not_pooled(core, tcp_server, http_backend) -> None:
@@ -39,24 +58,11 @@ def test_upstream_conn_busy_at_reload_to_a_removed_endpoint_is_not_pooled(core, 
     rl_http_pools_prune, run once per config in switch_cfg (rl_worker.c), closes such
     connections, and only the ones idle at that moment. It stays until the cluster's
     idleTimeout (60s)."""
-    got_req = threading.Event()
     release = threading.Event()
-    eof = threading.Event()
-
-    def handler(conn: socket.socket, index: int) -> None:
-        got = recv_head(conn)
-        if got is None:
-            return
-        got_req.set()
-        release.wait(20)
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nA")
-        recv_all(conn)
-        eof.set()
-
-    a = tcp_server(handler)
+    a, got_req, eof = endpoint_a(tcp_server, release)
     b = http_backend(lambda req: Reply(200, b"B"))
     port = free_port()
-    c = core(config([http_listener(port, rule("r", "up"))], [cluster("up", a.address)]), cpus=ONE)
+    c = core(config([http_listener(port, rule("r", "up"))], [cluster("up", a)]), cpus=ONE)
     with Conn(port) as conn:
         conn.send(build_request("GET", "/held"))
         assert got_req.wait(5)
@@ -71,32 +77,30 @@ def test_upstream_conn_busy_at_reload_to_a_removed_endpoint_is_not_pooled(core, 
                          f"(upstream_conns_idle={idle_ups(c)})")
 
 
-def per_worker_opened(c, listener: str) -> list[int]:  # type: ignore[no-untyped-def]
-    ffi, lib = c._ffi, c._lib
-    slot = c.slots.listeners.slots[listener]
-    out = ffi.new("rl_listener_stats *")
-    return [int(out.conns_opened) if lib.rl_core_read_listener(c._core, w, slot, out) == 0 else 0
-            for w in c.workers()]
+def test_connection_opened_for_a_request_routed_on_the_old_config_is_not_pooled(core, tcp_server, http_backend) -> None:
+    """A client starts a request head under config 1 (cluster up = A); a reload replaces A with
+    B before the head ends. The request is routed on the config it began under (its hold) and
+    goes to A on a *new* upstream connection, opened after the worker switched. That connection
+    is to an endpoint no live config names: once the exchange ends it must be closed (as the
+    test in test_reload_endpoint_churn.py expects for one opened before the reload): A sees EOF.
+    Failed before: the new connection was taken as named by the newest config, though its
+    endpoint came from the client's older one, and was pooled after the exchange."""
+    a, got, eof = endpoint_a(tcp_server)
+    b = http_backend(lambda req: Reply(200, b"B"))
+    port = free_port()
+    c = core(config([http_listener(port, rule("r", "up"))], [cluster("up", a)]), cpus=ONE)
+    with Conn(port) as conn:
+        part = b"GET /slow-head HTTP/1.1\r\nHost: test.local\r\n"
+        conn.send(part)  # the head is under way (read, and parsed as it came) before the reload
+        wait_for(lambda: c.listener_stats().get("web", {}).get("rx_bytes", 0) >= len(part), 5, "head bytes read")
+        apply_and_wait(c, config([http_listener(port, rule("r", "up"))], [cluster("up", b.address)], generation=2))
+        conn.send(b"X-Late: 1\r\n\r\n")
+        r = conn.read_response()
+        assert (r.status, r.text) == (200, "A"), "routed on the config the request began under"
+        assert got.is_set()
+    assert eof.wait(5), "the new connection to removed endpoint A went to the pool and stays open"
 
 
-def connect_from_cpu(cpu: int, port: int, n: int) -> None:
-    """n connections (one request each) from a thread pinned to cpu (on loopback the SYN is
-    processed on the sender's CPU: see test_steering.py)."""
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            os.sched_setaffinity(threading.get_native_id(), {cpu})
-            for i in range(n):
-                with Conn(port) as conn:
-                    assert conn.request("GET", f"/cpu{cpu}/{i}").status == 200
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(20)
-    assert not errors, errors
 
 
 def test_listener_removed_and_readded_back_to_back_keeps_cpu_steering(core, http_backend) -> None:
@@ -320,19 +324,31 @@ class NamedServer:
                 pass
 
 
-def test_endpoint_removed_then_its_address_reused_gets_no_request_on_the_old_connection(core, http_backend) -> None:
+@pytest.mark.parametrize("readd", ["after-the-exchange", "during-the-exchange"])
+def test_endpoint_removed_then_its_address_reused_gets_no_request_on_the_old_connection(core, http_backend,
+                                                                                         readd) -> None:
     """Kubernetes recycles pod IPs. Endpoint A (old pod) has a request in flight when a reload
-    replaces it with B; the next reload adds endpoint A again, now a new pod on the same
-    address. The new pod must get the requests: a connection to the old pod cannot carry one.
-    Fails because the old pod's connection, busy at the first reload, went back to the pool
-    after it (rl_http_up_detach) and the reload's prune had already run; the second reload's
-    prune keeps it (its address is named again), and rl_http_up_get reuses it."""
+    replaces it with B; the next reload names A's address again, now a new pod, either after the
+    old pod's exchange ended or while it is still running. The new pod must get the requests: a
+    connection to the old pod cannot carry one. Failed before: the old pod's connection, busy at
+    the first reload, went back to the pool after it (the reload's prune had run), the second
+    reload's prune kept it (its address named again), and rl_http_up_get reused it; then, with
+    a check of the newest config only at the end of the exchange, the same when the address came
+    back during it. Now a switch marks busy connections whose endpoint it drops (u->stale)."""
     release = threading.Event()
     pa = free_port()
     old = NamedServer("old-pod", pa, hold=release)
     b = http_backend(lambda req: Reply(200, b"B"))
     port = free_port()
     new = None
+
+    def readd_address(c) -> None:  # type: ignore[no-untyped-def]
+        nonlocal new
+        old.stop_listening()  # the old pod goes away; its IP goes to a new pod
+        new = NamedServer("new-pod", pa)
+        apply_and_wait(c, config([http_listener(port, rule("r", "up"))], [cluster("up", f"127.0.0.1:{pa}")],
+                                 generation=3))
+
     try:
         c = core(config([http_listener(port, rule("r", "up"))], [cluster("up", f"127.0.0.1:{pa}")]), cpus=ONE)
         with Conn(port) as conn:
@@ -340,18 +356,18 @@ def test_endpoint_removed_then_its_address_reused_gets_no_request_on_the_old_con
             assert old.got.wait(5)
             apply_and_wait(c, config([http_listener(port, rule("r", "up"))], [cluster("up", b.address)],
                                      generation=2))
+            if readd == "during-the-exchange":
+                readd_address(c)
             release.set()
             assert conn.read_response().text == "old-pod"
-        old.stop_listening()  # the old pod is going away; its IP goes to a new pod
-        new = NamedServer("new-pod", pa)
-        apply_and_wait(c, config([http_listener(port, rule("r", "up"))], [cluster("up", f"127.0.0.1:{pa}")],
-                                 generation=3))
+        if readd == "after-the-exchange":
+            readd_address(c)
         answers = []
         with Conn(port) as conn:
             for i in range(3):
                 answers.append(conn.request("GET", f"/after/{i}").text)
         assert answers == ["new-pod"] * 3, (
-            f"requests after the reload went to the removed endpoint's old connection: {answers}")
+            f"requests after the reloads went to the removed endpoint's old connection: {answers}")
     finally:
         old.close()
         if new is not None:
