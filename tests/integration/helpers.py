@@ -323,6 +323,25 @@ def fill_until_blocked(s: socket.socket, chunk: bytes = b"z" * 65536) -> int:
     return n
 
 
+def fill_all_until_blocked(socks: list[socket.socket], chunk: bytes = b"z" * 65536) -> None:
+    """Writes to every (non-blocking) socket until none took a byte for 20 waits of 50 ms in a
+    row: the proxy paused them all."""
+    quiet = 0
+    while quiet < 20:
+        wrote = False
+        for s in socks:
+            try:
+                s.send(chunk)
+                wrote = True
+            except BlockingIOError:
+                pass
+        if wrote:
+            quiet = 0
+        else:
+            quiet += 1
+            select.select([], socks, [], 0.05)
+
+
 def recv_until_close(s: socket.socket, timeout: float = 10.0) -> tuple[bytes, str]:
     """Everything s receives, and how it ended: 'eof', 'reset' or 'timeout'."""
     s.settimeout(timeout)

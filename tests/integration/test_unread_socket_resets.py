@@ -5,7 +5,6 @@ only when it holds part of a request. Every test runs on both engines; the expec
 same on both (epoll is the reference: it reports EPOLLERR whatever the socket's read state)."""
 from __future__ import annotations
 
-import select
 import socket
 import threading
 
@@ -14,8 +13,8 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 
 from .backends import Reader, read_request, reset
-from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, relay_cfg, rule,
-                      tcp_listener, total, wait_error, wait_for)
+from .helpers import (Conn, build_request, cluster, config, fill_all_until_blocked, free_port, http_listener,
+                      relay_cfg, rule, tcp_listener, total, wait_error, wait_for)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -99,21 +98,7 @@ def test_resets_of_paused_sides_passed_on_with_few_buffers(core, tcp_server, res
         clients.append(s)
     wait_for(lambda: len(ups) == n, 10, "every session connected")
     writers = clients if resetter == "client" else ups
-    chunk = b"z" * 65536
-    quiet = 0
-    while quiet < 20:
-        wrote = False
-        for s in writers:
-            try:
-                s.send(chunk)
-                wrote = True
-            except BlockingIOError:
-                pass
-        if wrote:
-            quiet = 0
-        else:
-            quiet += 1
-            select.select([], writers, [], 0.05)
+    fill_all_until_blocked(writers)
     for s in writers:
         s.setblocking(True)
         reset(s)
@@ -160,21 +145,7 @@ def test_http_upload_client_reset_while_paused_with_few_buffers(core, tcp_server
         s.setblocking(False)
         clients.append(s)
     wait_for(lambda: len(heads) == n, 10, "every request head to reach the backend")
-    chunk = b"y" * 65536
-    quiet = 0
-    while quiet < 20:
-        wrote = False
-        for s in clients:
-            try:
-                s.send(chunk)
-                wrote = True
-            except BlockingIOError:
-                pass
-        if wrote:
-            quiet = 0
-        else:
-            quiet += 1
-            select.select([], clients, [], 0.05)
+    fill_all_until_blocked(clients, b"y" * 65536)
     for s in clients:
         s.setblocking(True)
         reset(s)
@@ -259,15 +230,7 @@ def test_single_paused_relay_side_reset_seen_with_few_buffers(core, tcp_server, 
     wait_for(lambda: len(ups) == 1, 10, "the session to connect")
     writer = s if resetter == "client" else ups[0]
     writer.setblocking(False)
-    chunk = b"z" * 65536
-    quiet = 0
-    while quiet < 20:
-        try:
-            writer.send(chunk)
-            quiet = 0
-        except BlockingIOError:
-            quiet += 1
-            select.select([], [writer], [], 0.05)
+    fill_all_until_blocked([writer])
     writer.setblocking(True)
     reset(writer)
     try:
@@ -325,14 +288,7 @@ def test_idle_half_closed_and_paused_sockets_do_not_spin_the_worker(core, tcp_se
         p.setblocking(False)
         socks.append(p)
         wait_for(lambda: len(held) == 6 and be.count == 5, 10, "every session to reach its backend")
-        quiet = 0
-        while quiet < 20:
-            try:
-                p.send(b"z" * 65536)
-                quiet = 0
-            except BlockingIOError:
-                quiet += 1
-                select.select([], [p], [], 0.05)
+        fill_all_until_blocked([p])
         busy = [_worker_busy() for _ in range(3)]
         assert busy.count(True) < 2, f"the worker burnt CPU while nothing moved: {busy}"
     finally:

@@ -14,8 +14,8 @@ import pytest
 from ringlane_sidecar.config.model import Limits
 
 from .backends import digest_app, echo_handler, recv_all, reset, stall_forever
-from .helpers import (Conn, build_request, cluster, config, free_port, http_listener, in_flight, relay_cfg,
-                      relay_gauges, rule, total, wait_error, wait_for, wait_relay_idle)
+from .helpers import (Conn, build_request, cluster, config, fill_all_until_blocked, free_port, http_listener,
+                      in_flight, relay_cfg, relay_gauges, rule, total, wait_error, wait_for, wait_relay_idle)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,22 +136,7 @@ def test_resets_of_paused_sides_all_passed_on_with_tiny_ring(core, tcp_server, r
         clients.append(s)
     wait_for(lambda: len(ups) == n if resetter == "upstream" else srv.accepted == n, 10, "every session connected")
     writers = clients if resetter == "client" else ups
-    # Fill every writer until none of them can write any more (the proxy paused them all).
-    chunk = b"z" * 65536
-    quiet = 0
-    while quiet < 20:
-        wrote = False
-        for s in writers:
-            try:
-                s.send(chunk)
-                wrote = True
-            except BlockingIOError:
-                pass
-        if wrote:
-            quiet = 0
-        else:
-            quiet += 1
-            select.select([], writers, [], 0.05)
+    fill_all_until_blocked(writers)
     waiter_results: list[str] = []
     waiters = []
     if resetter == "upstream":
