@@ -318,6 +318,8 @@ static int add_hdr_op(rl_hdr **ops, uint32_t *nops, int op, const char *name, co
 int rl_cfg_rule_header_op(rl_cfg *c, int rule, int op, const char *name, const char *value)
 {
     rl_rule *r = rule_at(c, rule);
+    if (op != RL_HDR_SET && strcasecmp(name, "host") == 0)
+        return -1; /* a request has exactly one Host (RFC 9112 3.2): set replaces it */
     return r ? add_hdr_op(r->hdr_ops, r->nhdr_ops, op, name, value) : -1;
 }
 

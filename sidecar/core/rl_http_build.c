@@ -183,9 +183,8 @@ int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const
         WS("\r\n");
     }
     /* RFC 9112 3.2.2: a proxy makes Host from an absolute-form target (an HTTP/1.0 request
-     * may have come without one), unless the rule sets, adds or removes it. */
-    if (!host_seen && rq->authority.len && !rl_hdr_named(set, nset, "host", 4) && !rl_hdr_named(rem, nrem, "host", 4) &&
-        !rl_hdr_named(r->hdr_ops[RL_HDR_ADD], r->nhdr_ops[RL_HDR_ADD], "host", 4)) {
+     * may have come without one), unless the rule sets it (the config allows no other edit). */
+    if (!host_seen && rq->authority.len && !rl_hdr_named(set, nset, "host", 4)) {
         WS("Host: ");
         W(b + rq->authority.off, rq->authority.len);
         WS("\r\n");

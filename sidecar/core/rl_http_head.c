@@ -194,6 +194,15 @@ static int valid_authority(const char *v, uint32_t n)
     return 1;
 }
 
+/* The length of an "http://" or "https://" prefix (any case, RFC 9110 4.2.3), else 0: only
+ * those schemes name a host a reverse proxy could serve ("ftp://h/x" is no request of ours). */
+static uint32_t http_scheme_len(const char *u, uint32_t n)
+{
+    if (n >= 7 && strncasecmp(u, "http://", 7) == 0)
+        return 7;
+    return n >= 8 && strncasecmp(u, "https://", 8) == 0 ? 8 : 0;
+}
+
 /* The length of a '.' at p, plain (1) or as %2e (3); 0 when p is not one. */
 static int dot_char(const char *p, const char *e)
 {
@@ -227,20 +236,18 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     int bad_authority = 0;
     /* absolute-form (http://host/path?query): path and query follow the authority; the
      * path may be empty (http://host?q), written upstream as "/" */
-    if (url.len > 7 && b[url.off] != '/') {
-        const char *u = b + url.off, *e = u + url.len, *s = memchr(u, '/', (size_t)(e - u));
-        if (s && s + 1 < e && s[1] == '/') {
-            const char *end = s + 2;
-            while (end < e && *end != '/' && *end != '?')
-                end++;
-            rq->authority.off = (uint32_t)(s + 2 - b);
-            rq->authority.len = (uint32_t)(end - (s + 2));
-            /* RFC 9110 4.2.1, 4.2.4: an http URI needs a host (not only a port, nor "[]"), and
-             * userinfo is an error ('@' is no authority character) */
-            bad_authority = !valid_authority(s + 2, rq->authority.len);
-            url.off = (uint32_t)(end - b);
-            url.len = (uint32_t)(e - end);
-        }
+    uint32_t scheme = http_scheme_len(b + url.off, url.len);
+    if (scheme) {
+        const char *e = b + url.off + url.len, *host = b + url.off + scheme, *end = host;
+        while (end < e && *end != '/' && *end != '?')
+            end++;
+        rq->authority.off = (uint32_t)(host - b);
+        rq->authority.len = (uint32_t)(end - host);
+        /* RFC 9110 4.2.1, 4.2.4: an http URI needs a host (not only a port, nor "[]"), and
+         * userinfo is an error ('@' is no authority character) */
+        bad_authority = !valid_authority(host, rq->authority.len);
+        url.off = (uint32_t)(end - b);
+        url.len = (uint32_t)(e - end);
     }
     const char *q = memchr(b + url.off, '?', url.len);
     rq->path.off = url.off;

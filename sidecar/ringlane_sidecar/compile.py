@@ -34,8 +34,8 @@ def _check(rc: int, what: str) -> int:
     return rc
 
 
-HEADER_RULE = ("(a header the proxy manages itself, a name that is not a token, or a value with a "
-               "control character)")
+HEADER_RULE = ("(a header the proxy manages itself, Host edited other than by set, a name that is not a token, "
+               "or a value with a control character)")
 
 
 def _c_str(text: str, what: str) -> bytes:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ringlane_sidecar.compile import CompileError
 from ringlane_sidecar.config.model import Listener
 
 from .backends import Reply, headers_app
@@ -102,20 +103,27 @@ def test_absolute_form_with_an_invalid_authority_is_400(core, http_backend, auth
     assert out.startswith(b"HTTP/1.1 400"), f"proxied with Host {upstream_hosts(out) if b'{' in out else out!r}"
 
 
-def test_http10_absolute_form_with_a_rule_adding_host_sends_one_host(core, http_backend) -> None:
-    """A rule's filter adds `Host: added.example`; an HTTP/1.0 client sends
-    `GET http://a.example/x HTTP/1.0` with no Host line. Before 5c9ffe4 the upstream got one
-    Host (the rule's); now it gets two (`Host: a.example` made from the target, then the rule's):
-    RFC 9112 3.2 makes a server answer 400 to more than one Host, and two Hosts can be read
-    differently by two hops. The commit's own rule is "unless the rule sets or removes it";
-    an added Host is ignored. Where: rl_http_build_request (rl_http_build.c) checks only the
-    rule's set and remove lists (rl_hdr_named(set, ...) / (rem, ...)), not RL_HDR_ADD."""
+@pytest.mark.parametrize("edit", [{"add": [("Host", "added.example")]}, {"remove": ["HOST"]}])
+def test_a_rule_cannot_add_or_remove_host(core, edit) -> None:
+    """A rule that added Host to a request that had one sent two Host lines (RFC 9112 3.2: a
+    server answers 400 to that, and two hops can read different ones); one that removed it sent
+    an HTTP/1.1 request without Host. The config validator refuses both, and so does the core
+    for any caller of its C API (rl_cfg_rule_header_op)."""
+    port = free_port()
+    with pytest.raises(CompileError, match="Host|HOST"):
+        core(config([http_listener(port, rule("r", "up", filters=[header_filter(**edit)]))],
+                    [cluster("up", "127.0.0.1:1")]))
+
+
+def test_http10_absolute_form_with_a_rule_setting_host_sends_the_rules_host_once(core, http_backend) -> None:
+    """`GET http://a.example/x HTTP/1.0` with no Host line and a rule that sets Host: the rule's
+    value goes up, once (no second Host made from the target)."""
     be = http_backend(headers_app)
     port = free_port()
-    core(config([http_listener(port, rule("r", "up", filters=[header_filter(add=[("Host", "added.example")])]))],
+    core(config([http_listener(port, rule("r", "up", filters=[header_filter(set=[("Host", "set.example")])]))],
                 [cluster("up", be.address)]))
     with Conn(port, timeout=3) as conn:
         conn.send(b"GET http://a.example/x HTTP/1.0\r\n\r\n")
         out = conn.read_to_close()
     assert out.startswith(b"HTTP/1.1 200"), out
-    assert len(upstream_hosts(out)) == 1, f"upstream got Host lines {upstream_hosts(out)}"
+    assert upstream_hosts(out) == ["set.example"], f"upstream got Host lines {upstream_hosts(out)}"

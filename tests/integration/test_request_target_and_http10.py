@@ -106,6 +106,20 @@ def test_absolute_form_with_an_empty_host_and_a_port_is_a_400(core, http_backend
     assert be.count == 0
 
 
+@pytest.mark.parametrize("target", ["HTTP://b.example/x", "https://b.example/x", "Http://b.example:80/x"])
+def test_absolute_form_scheme_is_http_or_https_in_any_case(core, http_backend, target) -> None:
+    """RFC 9110 4.2.3: schemes compare case-insensitively; https is as much ours as http (the
+    client speaks plain HTTP to the proxy either way). Routed on the target's host."""
+    be = http_backend(headers_app)
+    port = free_port()
+    core(config([http_listener(port, rule("b", "b", hostnames=["b.example"]))], [cluster("b", be.address)]))
+    with Conn(port, timeout=3) as conn:
+        r = conn.request("GET", target, host="other.example")
+    assert r.status == 200, (r.status, r.body)
+    doc = json.loads(r.body)
+    assert doc["target"] == "/x" and upstream_hosts(r.body) == [target.split("/")[2]], doc
+
+
 # ==== OPTIONS: asterisk-form and absolute-form without a path ====
 
 @pytest.mark.parametrize("target", ["http://test.local", "http://test.local:8080"])
@@ -142,7 +156,8 @@ def test_options_asterisk_is_not_turned_into_a_path_by_a_prefix_rewrite(core, ht
     assert json.loads(r.body)["target"] == "*", json.loads(r.body)
 
 
-@pytest.mark.parametrize("method, target", [("GET", "*"), ("POST", "*"), ("GET", "x/y"), ("GET", "http:/x")])
+@pytest.mark.parametrize("method, target", [("GET", "*"), ("POST", "*"), ("GET", "x/y"), ("GET", "http:/x"),
+                                            ("GET", "ftp://test.local/x"), ("GET", "test.local//x/y")])
 def test_a_target_neither_origin_absolute_nor_options_asterisk_is_a_400(core, http_backend, method, target) -> None:
     """RFC 9112 3.2: origin-form starts with "/", and asterisk-form is for OPTIONS only. Before,
     `GET *` matched a PathPrefix "/" rule and went upstream as it came."""

@@ -246,6 +246,12 @@ CEL_CASES = [
     ("request filter sets Content-Length", lambda s: s["rules"][0].update(filters=[
         {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "content-length", "value": "0"}]}}]),
      "spec.rules[0].filters[0].requestHeaderModifier", "the proxy manages them and a filter cannot edit them"),
+    ("request filter adds Host", lambda s: s["rules"][0].update(filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "HOST", "value": "x"}]}}]),
+     "spec.rules[0].filters[0].requestHeaderModifier", "can set it, not add or remove it"),
+    ("request filter removes Host", lambda s: s["rules"][0].update(filters=[
+        {"type": "RequestHeaderModifier", "requestHeaderModifier": {"remove": ["host"]}}]),
+     "spec.rules[0].filters[0].requestHeaderModifier", "can set it, not add or remove it"),
 ]
 
 

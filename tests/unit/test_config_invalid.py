@@ -267,9 +267,16 @@ CASES = [
          "connection: the proxy manages it and a requestHeaderModifier cannot change it"),
     case("hostname-rewrite-and-host-edit",
          lambda d: (rule(d)["filters"][1]["urlRewrite"].update(hostname="internal"),
-                    _modifier(d)["remove"].append("Host")),
-         f"{R0}.filters[0].requestHeaderModifier.remove[1]: the rule's urlRewrite.hostname sets Host: "
+                    _modifier(d)["set"].append({"name": "Host", "value": "x"})),
+         f"{R0}.filters[0].requestHeaderModifier.set[1].name: the rule's urlRewrite.hostname sets Host: "
          "a requestHeaderModifier cannot also edit it"),
+    case("request-modifier-adds-or-removes-host",
+         lambda d: (_modifier(d).setdefault("add", []).append({"name": "HOST", "value": "x"}),
+                    _modifier(d)["remove"].append("host")),
+         f'{R0}.filters[0].requestHeaderModifier.remove[1]: "host": a request has exactly one Host; a '
+         "requestHeaderModifier can set it, not add or remove it",
+         f'{R0}.filters[0].requestHeaderModifier.add[0].name: "HOST": a request has exactly one Host; a '
+         "requestHeaderModifier can set it, not add or remove it"),
     case("limits-body-negative", lambda d: d.update(limits={"maxRequestBodyBytes": -1}),
          "limits.maxRequestBodyBytes: must be at least 0, got -1"),
     case("empty-filter", lambda d: rule(d)["filters"].append({}),

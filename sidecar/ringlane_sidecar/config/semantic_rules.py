@@ -94,6 +94,8 @@ def _filters(v: View, rule_path: Path, out: list[Issue]) -> None:
         if kind in _HEADER_MODIFIERS:
             _modifier_names(v, filter_path + (kind,), out)
             _proxy_owned_names(v, filter_path + (kind,), kind, out)
+            if kind == "requestHeaderModifier":
+                _host_set_only(v, filter_path + (kind,), out)
         elif kind == "urlRewrite":
             _rewrite_needs_prefix(v, rule_path, filter_path + (kind, "path"), out)
     _host_rewritten_once(v, kinds, out)
@@ -125,6 +127,16 @@ def _proxy_owned_names(v: View, path: Path, kind: str, out: list[Issue]) -> None
         if name.lower() in _PROXY_OWNED_HEADERS:
             out.append((name_path, f"{json.dumps(name)} frames the body or the connection: the proxy manages it "
                                    f"and a {kind} cannot change it"))
+
+
+def _host_set_only(v: View, path: Path, out: list[Issue]) -> None:
+    """RFC 9112 3.2: a request carries exactly one Host. An added one makes two lines (the
+    upstream could serve one and log the other) and a removed one leaves an invalid request."""
+    names = [(p + ("name",), n) for p, _ in v.items(path + ("add",)) if (n := v.text(p + ("name",)))]
+    for name_path, name in names + v.strings(path + ("remove",)):
+        if name.lower() == "host":
+            out.append((name_path, f"{json.dumps(name)}: a request has exactly one Host; a requestHeaderModifier "
+                                   "can set it, not add or remove it"))
 
 
 def _host_rewritten_once(v: View, kinds: list[tuple[Path, str]], out: list[Issue]) -> None:
