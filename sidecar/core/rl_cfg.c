@@ -1,6 +1,7 @@
 /* rl_cfg: building and freeing the immutable config (see rl_cfg.h). Build-time only: no
  * function here runs on the data path. */
 #include "rl_cfg.h"
+#include "rl_http.h"
 
 #include <arpa/inet.h>
 #include <llhttp.h>
@@ -239,8 +240,9 @@ int rl_cfg_rule_add_match(rl_cfg *c, int rule, int path_type, const char *path, 
 {
     rl_rule *r = rule_at(c, rule);
     rl_match *m = r ? grow(&r->matches, &r->nmatches, sizeof(*m)) : NULL;
-    if (!m || dup_str(&m->path, path ? path : "/"))
-        return -1;
+    if (!m || dup_str(&m->path, path ? path : "/") || rl_http_path_normalize(m->path.p, &m->path.len))
+        return -1; /* normalized as requests are: "/%61pi" matches what "/api" does */
+    m->path.p[m->path.len] = '\0';
     m->path_type = path_type;
     m->method = method ? method_id(method) : -1;
     if (m->method == -2)

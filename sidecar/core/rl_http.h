@@ -67,7 +67,14 @@ int rl_http_on_chunk_header(llhttp_t *p);
 /* llhttp_execute with the trailer check (t zeroed at each message start): the pause at the
  * last chunk is taken here, never returned; a bad trailer line gives HPE_INVALID_HEADER_TOKEN. */
 llhttp_errno_t rl_http_execute(llhttp_t *p, rl_trailer_scan *t, const char *data, size_t len);
+/* The facts of a parsed request head. Normalizes the path in place in the head's bytes (see
+ * rl_http_path_normalize): a rejected path gets out->reject = 400. */
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *out);
+/* RFC 3986 6.2.2 in place, so a backend reads the path that was routed: %XX of an unreserved
+ * character decoded, the hex of other escapes in upper case, runs of '/' merged (as nginx
+ * serves them). -1 for a malformed escape or an encoded '/' or '\' (a backend that decodes
+ * them reads other segments than were routed; Apache refuses them too). */
+int rl_http_path_normalize(char *p, uint32_t *len);
 /* The best rule of the listener for this request (Gateway API precedence), or NULL; the match
  * that chose it goes to rq->match. */
 const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h, rl_http_req *rq);

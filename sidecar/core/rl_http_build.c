@@ -85,14 +85,12 @@ int rl_hdr_named(const rl_hdr *list, uint32_t count, const char *name, uint32_t 
 
 static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq, const rl_rule *r)
 {
-    const char *path = h->base + rq->path.off;
-    uint32_t len = rq->path.len;
+    const char *path = rq->path.len ? h->base + rq->path.off : "/"; /* absolute-form without a path */
+    uint32_t len = rq->path.len ? rq->path.len : 1;
     /* RFC 9112 3.2.4: OPTIONS for the server as a whole (asterisk-form, or absolute-form
      * without path and query) goes on as "*", never rewritten into a resource path. */
-    if (rl_http_req_asterisk(h->base, rq) || (!len && !rq->query.len && rq->method == HTTP_OPTIONS))
+    if (rl_http_req_asterisk(h->base, rq) || (!rq->path.len && !rq->query.len && rq->method == HTTP_OPTIONS))
         WS("*");
-    else if (!len)
-        WS("/"); /* absolute-form without a path */
     else if (!r->has_rewrite)
         W(path, len);
     else {

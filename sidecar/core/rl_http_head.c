@@ -203,16 +203,52 @@ static uint32_t http_scheme_len(const char *u, uint32_t n)
     return n >= 8 && strncasecmp(u, "https://", 8) == 0 ? 8 : 0;
 }
 
-/* The length of a '.' at p, plain (1) or as %2e (3); 0 when p is not one. */
-static int dot_char(const char *p, const char *e)
+static int hex_value(char c)
 {
-    if (p < e && *p == '.')
-        return 1;
-    return e - p >= 3 && p[0] == '%' && p[1] == '2' && (p[2] | 0x20) == 'e' ? 3 : 0;
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* A "." or ".." segment, also percent-encoded: the upstream resolves it (RFC 3986 5.2.4), so
- * "/public/../admin" would be routed as /public and served as /admin. */
+static int unreserved(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("-._~", c));
+}
+
+int rl_http_path_normalize(char *p, uint32_t *len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    uint32_t n = *len, o = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '%') {
+            int hi = n - i >= 3 ? hex_value(p[i + 1]) : -1, lo = n - i >= 3 ? hex_value(p[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -1;
+            int v = hi << 4 | lo;
+            if (v == '/' || v == '\\')
+                return -1;
+            i += 2;
+            if (!unreserved(v)) { /* o <= i - 2: the three bytes written were all read */
+                p[o++] = '%';
+                p[o++] = hex[hi];
+                p[o++] = hex[lo];
+                continue;
+            }
+            ch = (char)v;
+        }
+        if (ch == '/' && o && p[o - 1] == '/')
+            continue;
+        p[o++] = ch;
+    }
+    *len = o;
+    return 0;
+}
+
+/* A "." or ".." segment (after normalizing, so also one that came as %2e): the upstream
+ * resolves it (RFC 3986 5.2.4), so "/public/../admin" would be routed as /public and served as
+ * /admin. */
 static int has_dot_segment(const char *p, uint32_t n)
 {
     const char *e = p + n;
@@ -220,8 +256,7 @@ static int has_dot_segment(const char *p, uint32_t n)
         const char *seg = ++p; /* after a '/' (origin-form paths start with one) */
         while (p < e && *p != '/')
             p++;
-        int a = dot_char(seg, p), b = a ? dot_char(seg + a, p) : 0;
-        if (a && seg + a + b == p)
+        if ((p - seg == 1 && seg[0] == '.') || (p - seg == 2 && seg[0] == '.' && seg[1] == '.'))
             return 1;
     }
     return 0;
@@ -254,11 +289,22 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     rq->path.len = q ? (uint32_t)(q - (b + url.off)) : url.len;
     rq->query.off = rq->path.off + rq->path.len;
     rq->query.len = url.len - rq->path.len;
-    int hosts = 0;
+    /* Routed and sent up normalized, so a backend reads the path that was routed. The head's
+     * bytes are the worker's own (a receive buffer or the connection's copy); this only
+     * shortens the path in place. */
+    int bad_path = 0;
+    if (rq->path.len && b[rq->path.off] == '/') {
+        bad_path = rl_http_path_normalize((char *)b + rq->path.off, &rq->path.len) ||
+                   has_dot_segment(b + rq->path.off, rq->path.len);
+    }
+    int hosts = 0, bad_host_value = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) {
-        rl_span name = h->headers[i][0];
-        if (rl_span_ieq(b, name, "host", 4) && hosts++ == 0)
-            rq->host = host_part(b, h->headers[i][1]);
+        rl_span name = h->headers[i][0], value = h->headers[i][1];
+        if (rl_span_ieq(b, name, "host", 4) && hosts++ == 0) {
+            rq->host = host_part(b, value);
+            /* RFC 9112 3.2: an invalid Host value is a 400 ("a.example/x" would route as *.example) */
+            bad_host_value = value.len && !valid_authority(b + value.off, value.len);
+        }
         else if (rl_span_ieq(b, name, "upgrade", 7))
             rq->upgrade = 1;
         else if (rl_span_ieq(b, name, "expect", 6) && rl_span_ieq(b, h->headers[i][1], "100-continue", 12))
@@ -270,7 +316,7 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
         rq->host = host_part(b, rq->authority);
     /* RFC 9112 3.2: an HTTP/1.1 request needs exactly one Host; two could route on one and be
      * served on the other. */
-    int bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1);
+    int bad_host = hosts > 1 || (hosts == 0 && p->http_major == 1 && p->http_minor >= 1) || bad_host_value;
     /* RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing; its
      * request goes up as 1.0, where an upstream could frame the body differently. */
     int te10 = p->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING);
@@ -285,7 +331,7 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI || memchr(b + h->url.off, '#', h->url.len) ||
              /* RFC 9112 3.2: origin-form starts with '/'; asterisk-form is for OPTIONS only */
              (rq->path.len && b[rq->path.off] != '/' && !(rl_http_req_asterisk(b, rq) && rq->method == HTTP_OPTIONS)) ||
-             (rq->path.len && b[rq->path.off] == '/' && has_dot_segment(b + rq->path.off, rq->path.len)))
+             bad_path)
         rq->reject = 400;
     rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);

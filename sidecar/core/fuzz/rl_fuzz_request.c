@@ -2,6 +2,7 @@
  * facts, routing, and the upstream head rewrite; and, for inputs that start with "HTTP/", the
  * response head rewrite (dropped lines, responseHeaderModifier) checked against the head it
  * must produce. Built by `make fuzz` (clang, ASan + UBSan). */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -206,6 +207,33 @@ static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data
     free(buf);
 }
 
+/* What a routed path looks like, said independently of rl_http_path_normalize: "*" or a path
+ * with no "//", no "." or ".." segment, and only upper-case escapes of reserved characters
+ * other than '/' and '\\'. */
+static int normalized(const char *s, uint32_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (n == 1 && s[0] == '*')
+        return 1;
+    for (uint32_t i = 0; i < n; i++) {
+        if (s[i] == '/') {
+            uint32_t j = i + 1;
+            while (j < n && s[j] != '/')
+                j++;
+            uint32_t seg = j - i - 1; /* the segment after this '/' */
+            if ((seg == 0 && j < n) || (seg == 1 && s[i + 1] == '.') || (seg == 2 && s[i + 1] == '.' && s[i + 2] == '.'))
+                return 0;
+        } else if (s[i] == '%') {
+            if (n - i < 3 || !s[i + 1] || !s[i + 2] || !strchr(hex, s[i + 1]) || !strchr(hex, s[i + 2]))
+                return 0;
+            int v = (int)((strchr(hex, s[i + 1]) - hex) << 4 | (strchr(hex, s[i + 2]) - hex));
+            if (isalnum(v) || (v && strchr("-._~/\\", v)))
+                return 0;
+        }
+    }
+    return n && s[0] == '/';
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     rl_worker *w = fuzz_worker();
@@ -220,11 +248,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     llhttp_init(&parser, HTTP_REQUEST, &settings);
     rl_http_head *head = calloc(1, RL_HTTP_HEAD_SIZE(100));
     head->max_headers = 100;
-    head->base = (const char *)data;
+    char *own = malloc(size ? size : 1); /* the proxy normalizes the path in place: not in libFuzzer's input */
+    memcpy(own, data, size);
+    head->base = own;
     parser.data = &head;
     /* Feed in two pieces (split chosen by the input) so token spans get extended. */
     size_t split = size ? data[0] % (size + 1) : 0;
-    const char *p = (const char *)data;
+    const char *p = own;
     llhttp_errno_t err = llhttp_execute(&parser, p, split);
     if (err == HPE_OK)
         err = llhttp_execute(&parser, p + split, size - split);
@@ -233,6 +263,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         rl_http_req rq;
         rl_http_req_facts(head, &parser, &rq);
         /* The proxy answers a rejected request itself; only the rest is routed and rewritten. */
+        if (!rq.reject && rq.path.len && !normalized(own + rq.path.off, rq.path.len))
+            abort();
         const rl_rule *r = rq.reject ? NULL : rl_http_route(cfg, &cfg->listeners[0], head, &rq);
         if (r) {
             rl_outq q;
@@ -263,5 +295,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         head = done;
     }
     free(head);
+    free(own);
     return 0;
 }
