@@ -1,6 +1,7 @@
 /* rl_conn: output queues and connection tracking (see rl_conn.h). */
 #include "rl_conn.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -154,6 +155,13 @@ void rl_outq_shrink(rl_outq *q)
 {
     if (!q->count && q->cap > RL_OUTQ_FIRST_CAP)
         rl_outq_free(q);
+}
+
+int rl_conn_peer_spoke(int fd)
+{
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
 void rl_conn_abort_on_close(int fd)

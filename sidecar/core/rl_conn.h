@@ -42,6 +42,10 @@ static inline int rl_unsent(const rl_outq *q, const rl_sock *s) { return q->coun
 /* The socket's close becomes a reset (a linger of 0): a stream cut short must not look complete. */
 void rl_conn_abort_on_close(int fd);
 
+/* Whether the peer already sent FIN, a reset or bytes nobody asked for (a peek, no wait): a
+ * connection that must not be handed to the next request. */
+int rl_conn_peer_spoke(int fd);
+
 /* Client connections (counted for drain) and upstream connections. */
 void rl_conn_track(rl_worker *w, rl_conn_base *c, int client);
 void rl_conn_untrack(rl_worker *w, rl_conn_base *c, int client);

@@ -252,9 +252,19 @@ int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
         if (g) {
             memcpy(ng->fds, g->fds, (size_t)c->nworkers * sizeof(int));
         } else {
-            if (take_removed(c, l) && !port_shared(c, cfg, l)) /* best effort: at the deadline it listens anyway */
-                rl_steer_wait_unbound((const struct sockaddr *)&l->addr, l->addrlen, 2000);
-            int rc = rl_steer_listen((const struct sockaddr *)&l->addr, l->addrlen, c->nworkers, cpus, ng->fds);
+            /* A new SO_REUSEPORT group must be ours alone: a socket of another process (same
+             * uid) would join it and take an index the steering program gives a worker, and the
+             * connections steered there would never be accepted. An address a recent config
+             * dropped waits for our own old sockets instead (best effort: at the deadline it
+             * listens anyway). Where another listener has the port on another address, the
+             * probe cannot tell (it always collides). */
+            const struct sockaddr *sa = (const struct sockaddr *)&l->addr;
+            int removed = take_removed(c, l), shared = port_shared(c, cfg, l), free_now = 1;
+            if (removed && !shared)
+                rl_steer_wait_unbound(sa, l->addrlen, 2000);
+            else if (!shared)
+                free_now = rl_steer_wait_unbound(sa, l->addrlen, 0); /* < 0: cannot tell; the bind will say */
+            int rc = free_now == 0 ? -EADDRINUSE : rl_steer_listen(sa, l->addrlen, c->nworkers, cpus, ng->fds);
             if (rc < 0) {
                 char a[80];
                 format_addr(&l->addr, a, sizeof(a));

@@ -753,7 +753,13 @@ void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u)
 static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int reuse)
 {
     count_response(w, c, (int)u->parser.status_code);
-    rl_http_up_detach(w, u, reuse && c->req_done && !u->no_reuse);
+    /* A pipelined request is replayed below, before the engine delivers what else this upstream
+     * sent: a FIN that came with the response would fail it on this connection (a 502 for a
+     * POST that never went out). So the socket is asked, only then. */
+    int pool = reuse && c->req_done && !u->no_reuse;
+    if (pool && c->in.count && rl_conn_peer_spoke(u->sock.fd))
+        pool = 0;
+    rl_http_up_detach(w, u, pool);
     c->up = NULL;
     arm(w, c, 0);
     if (!c->req_done) { /* the upstream answered before the body ended: stop here */

@@ -61,14 +61,16 @@ int rl_steer_wait_unbound(const struct sockaddr *addr, socklen_t len, int timeou
     for (int waited = 0;; waited++) {
         int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
-            return 0;
+            return -errno;
         /* SO_REUSEADDR: connections the old sockets accepted do not count, listeners do. */
         int rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ? -1 : bind(fd, addr, len);
         int e = errno;
         close(fd);
         if (rc == 0)
             return 1;
-        if (e != EADDRINUSE || waited >= timeout_ms)
+        if (e != EADDRINUSE)
+            return -e;
+        if (waited >= timeout_ms)
             return 0;
         struct timespec ms = {.tv_sec = 0, .tv_nsec = 1000000};
         nanosleep(&ms, NULL); /* a worker closes its socket at its next loop turn */

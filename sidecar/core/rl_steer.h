@@ -11,7 +11,7 @@
 int rl_steer_listen(const struct sockaddr *addr, socklen_t len, int n, const int *cpus, int *fds);
 
 /* Waits up to timeout_ms until nothing listens on addr any more (a bind without SO_REUSEPORT
- * succeeds); 1 when so, 0 at the deadline. New sockets that joined a reuseport group whose old
+ * succeeds); 1 when so, 0 at the deadline, -errno when the probe cannot tell. New sockets that joined a reuseport group whose old
  * sockets are still closing would take their indices in the order those close, and the
  * steering program maps CPUs to indices. */
 int rl_steer_wait_unbound(const struct sockaddr *addr, socklen_t len, int timeout_ms);
