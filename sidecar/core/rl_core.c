@@ -390,15 +390,29 @@ int rl_core_read_totals(rl_core *c, int i, rl_worker_totals *out)
     return 0;
 }
 
-#define READ_SLOT(table, type)                                                          \
-    if (i < 0 || i >= c->nworkers || slot >= RL_MAX_SLOTS)                              \
-        return -1;                                                                      \
-    type *p = __atomic_load_n(&c->workers[i]->table[slot], __ATOMIC_ACQUIRE);          \
-    if (!p)                                                                             \
-        return -1;                                                                      \
-    *out = *p;                                                                          \
-    return 0
+/* Every stats struct is a run of uint64_t counters (rl_stats.h), so a sum adds them as such. */
+#define SUM_SLOTS(table, type)                                                                   \
+    for (uint32_t k = 0; k < n; k++) {                                                           \
+        uint64_t *d = (uint64_t *)(void *)&out[k];                                               \
+        memset(d, 0, sizeof(type));                                                              \
+        for (int i = 0; i < c->nworkers && slots[k] < RL_MAX_SLOTS; i++) {                       \
+            const type *p = __atomic_load_n(&c->workers[i]->table[slots[k]], __ATOMIC_ACQUIRE); \
+            for (size_t j = 0; p && j < sizeof(type) / sizeof(uint64_t); j++)                   \
+                d[j] += ((const uint64_t *)(const void *)p)[j];                                  \
+        }                                                                                        \
+    }
 
-int rl_core_read_listener(rl_core *c, int i, uint32_t slot, rl_listener_stats *out) { READ_SLOT(lstats, rl_listener_stats); }
-int rl_core_read_rule(rl_core *c, int i, uint32_t slot, rl_rule_stats *out) { READ_SLOT(rstats, rl_rule_stats); }
-int rl_core_read_cluster(rl_core *c, int i, uint32_t slot, rl_cluster_stats *out) { READ_SLOT(cstats, rl_cluster_stats); }
+void rl_core_sum_listeners(rl_core *c, const uint32_t *slots, uint32_t n, rl_listener_stats *out)
+{
+    SUM_SLOTS(lstats, rl_listener_stats);
+}
+
+void rl_core_sum_rules(rl_core *c, const uint32_t *slots, uint32_t n, rl_rule_stats *out)
+{
+    SUM_SLOTS(rstats, rl_rule_stats);
+}
+
+void rl_core_sum_clusters(rl_core *c, const uint32_t *slots, uint32_t n, rl_cluster_stats *out)
+{
+    SUM_SLOTS(cstats, rl_cluster_stats);
+}

@@ -45,9 +45,12 @@ uint64_t rl_core_oldest_seq(rl_core *core);
  * config names, before it is given to another name. */
 void rl_core_reset_slot(rl_core *core, int table, uint32_t slot);
 int rl_core_read_totals(rl_core *core, int worker, rl_worker_totals *out);
-int rl_core_read_listener(rl_core *core, int worker, uint32_t slot, rl_listener_stats *out);
-int rl_core_read_rule(rl_core *core, int worker, uint32_t slot, rl_rule_stats *out);
-int rl_core_read_cluster(rl_core *core, int worker, uint32_t slot, rl_cluster_stats *out);
+/* The counters of slots[0..n) summed over the workers into out[0..n) (zeros where no worker has
+ * the slot). One call per table per scrape: each cffi call gives up the GIL, and taking it back
+ * from a busy thread (a config being validated) costs a switch interval. */
+void rl_core_sum_listeners(rl_core *core, const uint32_t *slots, uint32_t n, rl_listener_stats *out);
+void rl_core_sum_rules(rl_core *core, const uint32_t *slots, uint32_t n, rl_rule_stats *out);
+void rl_core_sum_clusters(rl_core *core, const uint32_t *slots, uint32_t n, rl_cluster_stats *out);
 /* cffi:end */
 
 typedef struct rl_worker rl_worker;

@@ -14,6 +14,7 @@ Handler = Callable[[str, str], Awaitable[tuple[int, str, bytes]]]
 REASONS = {200: "OK", 202: "Accepted", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
            413: "Content Too Large", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
 MAX_BODY = 1 << 20  # no admin endpoint takes a body; this only bounds what is read and dropped
+IO_TIMEOUT_S = 30  # a client that stalls (in a line, a body, or not reading) is closed after this
 
 
 class _Refused(Exception):
@@ -30,7 +31,7 @@ def json_body(obj: object) -> bytes:
 
 async def _line(reader: asyncio.StreamReader) -> bytes:
     try:
-        return await asyncio.wait_for(reader.readline(), timeout=30)
+        return await asyncio.wait_for(reader.readline(), timeout=IO_TIMEOUT_S)
     except ValueError:  # longer than the stream's 64 KiB limit
         raise _Refused(431, "request line or header too long") from None
 
@@ -41,15 +42,17 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bool] 
     if not line:
         return None
     parts = line.decode("latin-1").split()
-    keep, length = True, 0
+    http10 = len(parts) == 3 and parts[2] == "HTTP/1.0"
+    keep, length = not http10, 0  # RFC 9112 9.3: HTTP/1.0 persists only when asked to
     while True:  # headers
         h = await _line(reader)
         if h in (b"\r\n", b"\n", b""):
             break
         name, _, value = h.decode("latin-1").partition(":")
         name, value = name.strip().lower(), value.strip()
-        if name == "connection" and value.lower() == "close":
-            keep = False
+        if name == "connection":
+            options = {o.strip().lower() for o in value.split(",")}
+            keep = "close" not in options and (keep or "keep-alive" in options)
         if name == "content-length":
             if not value.isdigit():
                 raise _Refused(400, f"invalid Content-Length {value[:40]!r}")
@@ -59,7 +62,7 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bool] 
     if length > MAX_BODY:
         raise _Refused(413, f"body over {MAX_BODY} bytes")
     if length:
-        await reader.readexactly(length)
+        await asyncio.wait_for(reader.readexactly(length), timeout=IO_TIMEOUT_S)
     if len(parts) != 3:
         raise _Refused(400, "malformed request line")
     return parts, keep
@@ -78,14 +81,14 @@ async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                 request = await _read_request(reader)
             except _Refused as exc:
                 writer.write(_response(exc.status, "text/plain", f"{exc}\n".encode(), keep=False))
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), timeout=IO_TIMEOUT_S)
                 return
             if request is None:
                 return
             parts, keep = request
             status, ctype, body = await handler(parts[0], parts[1].split("?", 1)[0])
             writer.write(_response(status, ctype, body, keep))
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), timeout=IO_TIMEOUT_S)
             if not keep:
                 return
     except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):

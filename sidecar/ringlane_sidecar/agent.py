@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import threading
 import time
@@ -72,6 +73,24 @@ def load_checked(path: str) -> Config | list[str]:
         return [f"internal error reading {path}: {exc!r}"]
 
 
+def read_in_daemon_thread(path: str) -> asyncio.Future[Config | list[str]]:
+    """load_checked on a thread exit does not wait for: after a drain, a read whose result can
+    no longer be applied must not keep the process up for seconds (the default executor's
+    threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Config | list[str]] = loop.create_future()
+
+    def read() -> None:
+        loaded = load_checked(path)
+        try:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(loaded))
+        except RuntimeError:  # the loop is closed: the agent has exited
+            pass
+
+    threading.Thread(target=read, name="config-read", daemon=True).start()
+    return fut
+
+
 def parse_checked(text: str | None) -> Config | list[str] | None:
     """load_checked for ConfigMap text (None stays None: the ConfigMap or key is gone)."""
     if text is None:
@@ -93,6 +112,7 @@ class Agent:
     cfg: Config | None = None
     labels: dict[str, str] | None = None
     hash: str = ""
+    served_listeners: list[str] = field(default_factory=list)  # of the config as selected for this pod
     draining: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -173,11 +193,11 @@ class Agent:
             return False
         if self.cfg is not None and (cfg.engine != self.cfg.engine or cfg.admin != self.cfg.admin):
             self.log.warning("engine and admin settings change only on restart", generation=cfg.generation)
-        self.cfg, self.hash = cfg, h
+        self.cfg, self.hash, self.served_listeners = cfg, h, [lst.name for lst in selected.listeners]
         self.state.generation = cfg.generation
         self.state.reloads["success"] += 1
         self.log.info("config applied", generation=cfg.generation, hash=h[:12],
-                      listeners=[lst.name for lst in selected.listeners])
+                      listeners=self.served_listeners)
         return True
 
     def reload_failed(self, errors: list[str], generation: int | None = None) -> None:
@@ -203,8 +223,7 @@ class Agent:
         must keep answering probes meanwhile), apply on it; one reload at a time."""
         assert self.opts.config is not None
         async with self.reloading:
-            loaded = await asyncio.get_running_loop().run_in_executor(None, load_checked, self.opts.config)
-            self.take(loaded)
+            self.take(await read_in_daemon_thread(self.opts.config))
 
     def reload_text(self, loaded: Config | list[str] | None) -> None:
         """A ConfigMap change, already parsed on the watch thread (None: ConfigMap or key gone)."""
@@ -243,7 +262,7 @@ class Agent:
             "workers": len(self.core.cpus),
             "cpus": self.core.cpus,
             "allowed_cpus": allowed_cpus(),
-            "listeners": [lst.name for lst in (self.cfg.listeners if self.cfg else ())],
+            "listeners": self.served_listeners,  # this pod's (--pod-labels selects), as "hash"
             "draining": self.draining,
             "confinement": self.layers.to_dict(),
         }
@@ -370,10 +389,33 @@ class Agent:
         return EXIT_OK
 
 
+def raise_open_files_limit() -> tuple[int, int]:
+    """Every connection is a file descriptor (two, proxied): the soft limit goes up to the hard
+    one (container runtimes commonly start processes at 1024 soft). Returns (before, after)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:  # the kernel caps it at fs.nr_open
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                target = int(f.read())
+        except (OSError, ValueError):
+            target = 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            return soft, soft
+        return soft, target
+    return soft, soft
+
+
 def run(opts: RunOptions) -> int:
     import uvloop
 
     agent = Agent(opts, JsonLog(opts.log_level))
+    before, after = raise_open_files_limit()
+    if after != before:
+        agent.log.info("open files limit raised", soft=after, was=before)
     # Held until serve() has its handlers: the listeners serve from prepare() on, and SIGHUP's or
     # SIGTERM's default action would end the process (without a drain). Worker threads inherit
     # the mask and keep it: signals are the agent's.

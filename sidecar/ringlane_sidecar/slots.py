@@ -3,8 +3,10 @@ listener, rule and cluster name (4096 of each).
 
 A name keeps its slot while configs name it, so its counters carry across reloads. A name that
 leaves the config is retired as of the first config without it; once no live config has it
-(every worker let go of the older configs: rl_core_oldest_seq), it stops being reported and its
-slot may go to a new name, zeroed first. Configs are counted in the order the core applied them
+(every worker let go of the older configs: rl_core_oldest_seq), its slot may go to a new name,
+zeroed first. Until then it is reported with its last values: a request that finished on an
+old config just before the config was let go is counted in some scrape (a series that vanished
+at once would have lost it). Configs are counted in the order the core applied them
 (rl_core_applied_seq), not by their generation, which is the operator's. Without that, a sidecar whose
 routes come and go would run out of slots and refuse every config after.
 """
@@ -66,9 +68,9 @@ class SlotTable:
         self.named.clear()
         self.recycled.clear()
 
-    def names(self, oldest_live: int) -> dict[int, str]:
-        """Slot -> name of the names to report: in a live config."""
-        return {s: n for n, s in self.slots.items() if not (n in self.retired and self.retired[n] <= oldest_live)}
+    def names(self) -> dict[int, str]:
+        """Slot -> name of the names to report: every name that has a slot (see above)."""
+        return {s: n for n, s in self.slots.items()}
 
 
 @dataclass
