@@ -240,7 +240,7 @@ int rl_cfg_rule_add_match(rl_cfg *c, int rule, int path_type, const char *path, 
 {
     rl_rule *r = rule_at(c, rule);
     rl_match *m = r ? grow(&r->matches, &r->nmatches, sizeof(*m)) : NULL;
-    if (!m || dup_str(&m->path, path ? path : "/") || rl_http_path_normalize(m->path.p, &m->path.len))
+    if (!m || dup_str(&m->path, path ? path : "/") || rl_http_path_normalize(m->path.p, &m->path.len, 1))
         return -1; /* normalized as requests are: "/%61pi" matches what "/api" does */
     m->path.p[m->path.len] = '\0';
     m->path_type = path_type;

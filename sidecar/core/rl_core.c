@@ -183,6 +183,15 @@ static uint16_t addr_port(const struct sockaddr_storage *ss)
     return ((const struct sockaddr_in *)(const void *)ss)->sin_port;
 }
 
+/* Whether a recent config stopped listening on l's port at another address. */
+static int removed_on_port(const rl_core *c, const rl_listener_cfg *l)
+{
+    for (int i = 0; i < c->nremoved; i++)
+        if (addr_port(&c->removed[i].addr) == addr_port(&l->addr))
+            return 1;
+    return 0;
+}
+
 /* Whether another listener of the latest config or of cfg has l's port on another address (a
  * wildcard one overlaps): then the probe of rl_steer_wait_unbound could only time out. */
 static int port_shared(const rl_core *c, const rl_cfg *cfg, const rl_listener_cfg *l)
@@ -254,16 +263,15 @@ int rl_core_apply(rl_core *c, rl_cfg *cfg, char *err, size_t errlen)
         } else {
             /* A new SO_REUSEPORT group must be ours alone: a socket of another process (same
              * uid) would join it and take an index the steering program gives a worker, and the
-             * connections steered there would never be accepted. An address a recent config
-             * dropped waits for our own old sockets instead (best effort: at the deadline it
-             * listens anyway). Where another listener has the port on another address, the
-             * probe cannot tell (it always collides). */
+             * connections steered there would never be accepted. Where a recent config listened
+             * on the port, our own old sockets may still be closing: they get up to 2 s (a
+             * worker closes them at its next loop turn), then the port counts as taken. Where
+             * another listener has the port on another address, the probe cannot tell (it
+             * always collides). */
             const struct sockaddr *sa = (const struct sockaddr *)&l->addr;
-            int removed = take_removed(c, l), shared = port_shared(c, cfg, l), free_now = 1;
-            if (removed && !shared)
-                rl_steer_wait_unbound(sa, l->addrlen, 2000);
-            else if (!shared)
-                free_now = rl_steer_wait_unbound(sa, l->addrlen, 0); /* < 0: cannot tell; the bind will say */
+            int ours = take_removed(c, l) || removed_on_port(c, l), free_now = 1;
+            if (!port_shared(c, cfg, l))
+                free_now = rl_steer_wait_unbound(sa, l->addrlen, ours ? 2000 : 0); /* < 0: the bind will say */
             int rc = free_now == 0 ? -EADDRINUSE : rl_steer_listen(sa, l->addrlen, c->nworkers, cpus, ng->fds);
             if (rc < 0) {
                 char a[80];
@@ -401,6 +409,17 @@ int rl_core_read_totals(rl_core *c, int i, rl_worker_totals *out)
                 d[j] += ((const uint64_t *)(const void *)p)[j];                                  \
         }                                                                                        \
     }
+
+int rl_core_read_listener(rl_core *c, int i, uint32_t slot, rl_listener_stats *out)
+{
+    if (i < 0 || i >= c->nworkers || slot >= RL_MAX_SLOTS)
+        return -1;
+    const rl_listener_stats *p = __atomic_load_n(&c->workers[i]->lstats[slot], __ATOMIC_ACQUIRE);
+    if (!p)
+        return -1;
+    *out = *p;
+    return 0;
+}
 
 void rl_core_sum_listeners(rl_core *c, const uint32_t *slots, uint32_t n, rl_listener_stats *out)
 {

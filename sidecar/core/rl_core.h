@@ -45,6 +45,8 @@ uint64_t rl_core_oldest_seq(rl_core *core);
  * config names, before it is given to another name. */
 void rl_core_reset_slot(rl_core *core, int table, uint32_t slot);
 int rl_core_read_totals(rl_core *core, int worker, rl_worker_totals *out);
+/* One worker's counters of a listener slot (tests see CPU steering in them); -1 if it has none. */
+int rl_core_read_listener(rl_core *core, int worker, uint32_t slot, rl_listener_stats *out);
 /* The counters of slots[0..n) summed over the workers into out[0..n) (zeros where no worker has
  * the slot). One call per table per scrape: each cffi call gives up the GIL, and taking it back
  * from a busy thread (a config being validated) costs a switch interval. */

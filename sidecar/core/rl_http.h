@@ -44,6 +44,7 @@ typedef struct rl_http_req {
     int expect_continue; /* Expect: 100-continue: the client may wait for a 100 before its body */
     int reject;   /* a status to answer instead of routing (400, 505), else 0 */
     const rl_match *match; /* set by rl_http_route: the match that chose the rule (its prefix is rewritten) */
+    uint32_t match_cut;    /* the path bytes that match's prefix covers ("//" counts as "/") */
 } rl_http_req;
 
 /* The asterisk-form target "*" (RFC 9112 3.2.4; valid for OPTIONS only). */
@@ -71,10 +72,11 @@ llhttp_errno_t rl_http_execute(llhttp_t *p, rl_trailer_scan *t, const char *data
  * rl_http_path_normalize): a rejected path gets out->reject = 400. */
 void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *out);
 /* RFC 3986 6.2.2 in place, so a backend reads the path that was routed: %XX of an unreserved
- * character decoded, the hex of other escapes in upper case, runs of '/' merged (as nginx
- * serves them). -1 for a malformed escape or an encoded '/' or '\' (a backend that decodes
- * them reads other segments than were routed; Apache refuses them too). */
-int rl_http_path_normalize(char *p, uint32_t *len);
+ * character decoded, the hex of other escapes in upper case (%2F stays %2F: "group%2Fproject"
+ * is one segment to GitLab's API); runs of '/' merged if asked (rule paths; requests keep them,
+ * "/fetch/https://h/x" is no "/fetch/https:/h/x", and are matched as if merged). -1 for a
+ * malformed escape. */
+int rl_http_path_normalize(char *p, uint32_t *len, int merge_slashes);
 /* The best rule of the listener for this request (Gateway API precedence), or NULL; the match
  * that chose it goes to rq->match. */
 const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const rl_http_head *h, rl_http_req *rq);

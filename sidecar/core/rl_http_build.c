@@ -96,11 +96,7 @@ static int write_path(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_
     else {
         /* The prefix of the match that chose the rule is what gets replaced (not the longest
          * of the rule's prefixes: that match may have failed on method or headers). */
-        uint32_t cut = rq->match ? rq->match->path.len : 0;
-        while (cut > 1 && rq->match->path.p[cut - 1] == '/')
-            cut--;
-        if (cut == 1 && rq->match->path.p[0] == '/')
-            cut = 0;
+        uint32_t cut = rq->match ? rq->match_cut : 0;
         if (cut > len)
             cut = 0; /* not a prefix of this path: cannot happen for the match that routed it */
         const rl_str *rp = &r->rewrite_prefix;

@@ -216,7 +216,7 @@ static int unreserved(int c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c && strchr("-._~", c));
 }
 
-int rl_http_path_normalize(char *p, uint32_t *len)
+int rl_http_path_normalize(char *p, uint32_t *len, int merge_slashes)
 {
     static const char hex[] = "0123456789ABCDEF";
     uint32_t n = *len, o = 0;
@@ -226,19 +226,16 @@ int rl_http_path_normalize(char *p, uint32_t *len)
             int hi = n - i >= 3 ? hex_value(p[i + 1]) : -1, lo = n - i >= 3 ? hex_value(p[i + 2]) : -1;
             if (hi < 0 || lo < 0)
                 return -1;
-            int v = hi << 4 | lo;
-            if (v == '/' || v == '\\')
-                return -1;
             i += 2;
-            if (!unreserved(v)) { /* o <= i - 2: the three bytes written were all read */
+            if (!unreserved(hi << 4 | lo)) { /* o <= i - 2: the three bytes written were all read */
                 p[o++] = '%';
                 p[o++] = hex[hi];
                 p[o++] = hex[lo];
                 continue;
             }
-            ch = (char)v;
+            ch = (char)(hi << 4 | lo);
         }
-        if (ch == '/' && o && p[o - 1] == '/')
+        if (merge_slashes && ch == '/' && o && p[o - 1] == '/')
             continue;
         p[o++] = ch;
     }
@@ -246,18 +243,29 @@ int rl_http_path_normalize(char *p, uint32_t *len)
     return 0;
 }
 
-/* A "." or ".." segment (after normalizing, so also one that came as %2e): the upstream
- * resolves it (RFC 3986 5.2.4), so "/public/../admin" would be routed as /public and served as
- * /admin. */
+/* The length of a segment separator at p: '/', or an encoded '/' or '\' (3), which a backend
+ * that decodes them reads as one; 0 when p is none. */
+static int separator(const char *p, const char *e)
+{
+    if (*p == '/')
+        return 1;
+    return e - p >= 3 && p[0] == '%' && ((p[1] == '2' && p[2] == 'F') || (p[1] == '5' && p[2] == 'C')) ? 3 : 0;
+}
+
+/* A "." or ".." segment (after normalizing, so also one that came as %2e), between separators
+ * of any kind: the upstream resolves it (RFC 3986 5.2.4), so "/public/../admin" or
+ * "/public/..%2Fadmin" would be routed as /public and served as /admin. */
 static int has_dot_segment(const char *p, uint32_t n)
 {
-    const char *e = p + n;
-    while (p < e) {
-        const char *seg = ++p; /* after a '/' (origin-form paths start with one) */
-        while (p < e && *p != '/')
-            p++;
-        if ((p - seg == 1 && seg[0] == '.') || (p - seg == 2 && seg[0] == '.' && seg[1] == '.'))
+    const char *e = p + n, *seg = p;
+    for (const char *q = p; q <= e; q++) {
+        int sep = q < e ? separator(q, e) : 1;
+        if (!sep)
+            continue;
+        if ((q - seg == 1 && seg[0] == '.') || (q - seg == 2 && seg[0] == '.' && seg[1] == '.'))
             return 1;
+        q += sep - 1;
+        seg = q + 1;
     }
     return 0;
 }
@@ -294,7 +302,7 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
      * shortens the path in place. */
     int bad_path = 0;
     if (rq->path.len && b[rq->path.off] == '/') {
-        bad_path = rl_http_path_normalize((char *)b + rq->path.off, &rq->path.len) ||
+        bad_path = rl_http_path_normalize((char *)b + rq->path.off, &rq->path.len, 0) ||
                    has_dot_segment(b + rq->path.off, rq->path.len);
     }
     int hosts = 0, bad_host_value = 0;
@@ -363,17 +371,49 @@ static int64_t host_rank(const rl_rule *r, const char *b, rl_span host)
     return best;
 }
 
-/* PathPrefix matches whole segments: /api matches /api, /api/ and /api/x, never /apix. */
-static int path_matches(const rl_match *m, const char *path, uint32_t len)
+/* The request bytes that spell the rule's path, or -1 when they do not. Read as a backend that
+ * decodes %2F (or %5C) and merges slashes would (nginx does both for its locations): a '/' of
+ * the rule takes a run of separators, so "//admin" and "/%2Fadmin" are under /admin. Rule paths
+ * have no "//". */
+static int64_t spelled(const char *rule, uint32_t rl, const char *path, uint32_t len)
+{
+    const char *e = path + len;
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < rl; i++) {
+        if (rule[i] != '/') {
+            if (j >= len || path[j] != rule[i])
+                return -1;
+            j++;
+            continue;
+        }
+        int sep = j < len ? separator(path + j, e) : 0;
+        if (!sep)
+            return -1;
+        do
+            j += (uint32_t)sep;
+        while (j < len && (sep = separator(path + j, e)));
+    }
+    return j;
+}
+
+/* Whether the match takes the path; *cut gets the request bytes its prefix covers (what a
+ * prefix rewrite replaces). PathPrefix matches whole segments: /api matches /api, /api/,
+ * /api//x and /api%2Fx, never /apix. */
+static int path_matches(const rl_match *m, const char *path, uint32_t len, uint32_t *cut)
 {
     uint32_t pl = m->path.len;
+    *cut = 0;
     if (m->path_type == RL_PATH_EXACT)
-        return len == pl && memcmp(path, m->path.p, pl) == 0;
+        return spelled(m->path.p, pl, path, len) == (int64_t)len;
     while (pl > 1 && m->path.p[pl - 1] == '/')
         pl--;
     if (pl == 1 && m->path.p[0] == '/')
         return 1;
-    return len >= pl && memcmp(path, m->path.p, pl) == 0 && (len == pl || path[pl] == '/');
+    int64_t j = spelled(m->path.p, pl, path, len);
+    if (j < 0 || (j < len && !separator(path + j, path + len)))
+        return 0;
+    *cut = (uint32_t)j;
+    return 1;
 }
 
 static int headers_match(const rl_match *m, const rl_http_head *h)
@@ -416,7 +456,8 @@ const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const
             continue;
         for (uint32_t k = 0; k < r->nmatches; k++) {
             const rl_match *m = &r->matches[k];
-            if ((m->method >= 0 && m->method != rq->method) || !path_matches(m, path, path_len) ||
+            uint32_t cut;
+            if ((m->method >= 0 && m->method != rq->method) || !path_matches(m, path, path_len, &cut) ||
                 !headers_match(m, h))
                 continue;
             uint64_t score = match_score(m, host) + 1;
@@ -424,6 +465,7 @@ const rl_rule *rl_http_route(const rl_cfg *cfg, const rl_listener_cfg *lc, const
                 best = r;
                 best_score = score;
                 rq->match = m;
+                rq->match_cut = cut;
             }
         }
     }

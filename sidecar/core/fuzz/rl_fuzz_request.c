@@ -208,28 +208,31 @@ static void fuzz_response(rl_worker *w, const rl_rule *rule, const uint8_t *data
 }
 
 /* What a routed path looks like, said independently of rl_http_path_normalize: "*" or a path
- * with no "//", no "." or ".." segment, and only upper-case escapes of reserved characters
- * other than '/' and '\\'. */
+ * with only upper-case escapes of reserved characters, and no "." or ".." segment between
+ * separators of any kind ('/', %2F, %5C). */
 static int normalized(const char *s, uint32_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     if (n == 1 && s[0] == '*')
         return 1;
-    for (uint32_t i = 0; i < n; i++) {
-        if (s[i] == '/') {
-            uint32_t j = i + 1;
-            while (j < n && s[j] != '/')
-                j++;
-            uint32_t seg = j - i - 1; /* the segment after this '/' */
-            if ((seg == 0 && j < n) || (seg == 1 && s[i + 1] == '.') || (seg == 2 && s[i + 1] == '.' && s[i + 2] == '.'))
-                return 0;
-        } else if (s[i] == '%') {
+    uint32_t seg = 0; /* where the current segment starts */
+    for (uint32_t i = 0; i <= n; i++) {
+        int sep = i == n || s[i] == '/' ? 1 : 0;
+        if (!sep && s[i] == '%') {
             if (n - i < 3 || !s[i + 1] || !s[i + 2] || !strchr(hex, s[i + 1]) || !strchr(hex, s[i + 2]))
                 return 0;
             int v = (int)((strchr(hex, s[i + 1]) - hex) << 4 | (strchr(hex, s[i + 2]) - hex));
-            if (isalnum(v) || (v && strchr("-._~/\\", v)))
+            if (isalnum(v) || (v && strchr("-._~", v)))
                 return 0;
+            sep = v == '/' || v == '\\' ? 3 : 0;
         }
+        if (!sep)
+            continue;
+        uint32_t len = i - seg;
+        if ((len == 1 && s[seg] == '.') || (len == 2 && s[seg] == '.' && s[seg + 1] == '.'))
+            return 0;
+        i += (uint32_t)sep - 1;
+        seg = i + 1;
     }
     return n && s[0] == '/';
 }
