@@ -20,6 +20,14 @@ def nginx_exe() -> str | None:
     return exe if os.path.exists(exe) else None
 
 
+def require_nginx() -> str:
+    """nginx's path; fails the test (a peer `make setup` installs) when it is missing."""
+    exe = nginx_exe()
+    if exe is None:
+        pytest.fail("nginx is not installed (Debian nginx-light; `make setup`)")
+    return exe
+
+
 def nginx_conf(d: Path, http_body: str, connections: int = 4096) -> str:
     """A foreground, single-process nginx whose files all stay under d; http_body goes inside
     `http { }` (servers, keep-alive settings)."""

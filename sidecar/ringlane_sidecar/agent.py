@@ -117,6 +117,7 @@ class Agent:
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+    reload_waiting: bool = False  # a file reload waits for the one under way
     signals: int = 0
     probe: ProbeReport | None = None
     layers: Layers = field(default_factory=Layers)
@@ -220,9 +221,15 @@ class Agent:
 
     async def reload_file(self) -> None:
         """Read and validate off the event loop (a big config takes seconds; the admin port
-        must keep answering probes meanwhile), apply on it; one reload at a time."""
+        must keep answering probes meanwhile), apply on it; one reload at a time, and at most
+        one waiting: it reads the newest file, so SIGHUPs and changes during a read cost one
+        more read, not one each."""
         assert self.opts.config is not None
+        if self.reload_waiting:
+            return
+        self.reload_waiting = True
         async with self.reloading:
+            self.reload_waiting = False
             self.take(await read_in_daemon_thread(self.opts.config))
 
     def reload_text(self, loaded: Config | list[str] | None) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-from nginx_proc import nginx_conf, nginx_exe, running_nginx
+from nginx_proc import nginx_conf, require_nginx, running_nginx
 
 from .util import (
     TRACEBACK,
@@ -74,9 +74,7 @@ NGINX_SERVERS = """\
 
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    exe = nginx_exe()
-    if exe is None:
-        pytest.fail("nginx is not installed (Debian nginx-light; `make setup`)")
+    exe = require_nginx()
     d = tmp_path_factory.mktemp("nginx")
     a, b = free_port(), free_port()
     with running_nginx(exe, d, nginx_conf(d, NGINX_SERVERS.format(a=a, b=b)), [a, b]) as proc:

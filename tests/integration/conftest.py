@@ -26,7 +26,7 @@ import pytest
 from ringlane_sidecar.config.model import Config
 from ringlane_sidecar.core import Core
 
-from nginx_proc import nginx_conf, nginx_exe, running_nginx
+from nginx_proc import nginx_conf, require_nginx, running_nginx
 
 from .backends import HttpBackend, TcpServer
 from .helpers import free_port, wait_for
@@ -130,9 +130,7 @@ class Nginx:
 @pytest.fixture(scope="session")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
     """Backend A (echoes request facts, serves /big.bin = 1 MiB, /status/503) and backend B."""
-    exe = nginx_exe()
-    if exe is None:
-        pytest.fail("nginx is not installed (Debian nginx-light; `make setup`)")
+    exe = require_nginx()
     d = tmp_path_factory.mktemp("nginx")
     (d / "www").mkdir()
     big = os.urandom(BIG_SIZE)

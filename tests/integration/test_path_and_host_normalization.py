@@ -17,7 +17,7 @@ import pytest
 
 from ringlane_sidecar.config.model import Filter, HeaderModifier
 
-from nginx_proc import nginx_conf, nginx_exe, running_nginx
+from nginx_proc import nginx_conf, require_nginx, running_nginx
 
 from .backends import headers_app
 from .helpers import Conn, cluster, config, free_port, get, http_listener, nginx_echo, rewrite_filter, rule
@@ -37,9 +37,7 @@ PATHS_SERVER = """\
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An nginx whose reply names the location (and $uri) that served the request."""
-    exe = nginx_exe()
-    if exe is None:
-        pytest.fail("nginx is not installed (Debian nginx-light; `make setup`)")
+    exe = require_nginx()
     d = tmp_path_factory.mktemp("nginx_paths")
     port = free_port()
     with running_nginx(exe, d, nginx_conf(d, PATHS_SERVER.format(port=port), connections=256), [port]):
