@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Mapping
 
 Handler = Callable[[str, str], Awaitable[tuple[int, str, bytes]]]
+Methods = Mapping[str, tuple[str, ...]]  # path -> the methods it takes (GET implies HEAD)
 
 REASONS = {200: "OK", 202: "Accepted", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request",
            413: "Content Too Large", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
@@ -68,13 +69,35 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bool] 
     return parts, keep
 
 
-def _response(status: int, ctype: str, body: bytes, keep: bool) -> bytes:
-    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-            f"Content-Length: {len(body)}\r\n{'' if keep else 'Connection: close' + chr(13) + chr(10)}\r\n")
-    return head.encode() + body
+def allowed_methods(methods: Methods, path: str) -> tuple[str, ...]:
+    """What the path takes; empty when there is no such path (RFC 9110 9.3.2: GET implies HEAD)."""
+    allowed = methods.get(path, ())
+    return allowed + ("HEAD",) if "GET" in allowed and "HEAD" not in allowed else allowed
 
 
-async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler) -> None:
+def _response(status: int, ctype: str, body: bytes, keep: bool, *, head_only: bool = False,
+              allow: tuple[str, ...] = ()) -> bytes:
+    fields = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"Content-Type: {ctype}",
+              f"Content-Length: {len(body)}"]  # a HEAD is told the length a GET would get
+    if allow:
+        fields.append(f"Allow: {', '.join(allow)}")
+    if not keep:
+        fields.append("Connection: close")
+    return "\r\n".join(fields + ["", ""]).encode() + (b"" if head_only else body)
+
+
+async def _answer(handler: Handler, methods: Methods, method: str, path: str, keep: bool) -> bytes:
+    allowed = allowed_methods(methods, path)
+    if not allowed:
+        return _response(404, "text/plain", b"not found\n", keep)
+    if method not in allowed:
+        return _response(405, "text/plain", f"{path} takes {', '.join(allowed)}\n".encode(), keep, allow=allowed)
+    status, ctype, body = await handler("GET" if method == "HEAD" else method, path)
+    return _response(status, ctype, body, keep, head_only=method == "HEAD")
+
+
+async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler,
+                     methods: Methods) -> None:
     try:
         while True:
             try:
@@ -86,8 +109,7 @@ async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             if request is None:
                 return
             parts, keep = request
-            status, ctype, body = await handler(parts[0], parts[1].split("?", 1)[0])
-            writer.write(_response(status, ctype, body, keep))
+            writer.write(await _answer(handler, methods, parts[0], parts[1].split("?", 1)[0], keep))
             await asyncio.wait_for(writer.drain(), timeout=IO_TIMEOUT_S)
             if not keep:
                 return
@@ -97,5 +119,7 @@ async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         writer.close()
 
 
-async def start_admin(host: str, port: int, handler: Handler) -> asyncio.base_events.Server:
-    return await asyncio.start_server(lambda r, w: _serve_one(r, w, handler), host, port)
+async def start_admin(host: str, port: int, handler: Handler, methods: Methods) -> asyncio.base_events.Server:
+    """Serve `methods`' paths through `handler`; unknown paths are 404, other methods 405 with
+    Allow, HEAD is a GET without the body."""
+    return await asyncio.start_server(lambda r, w: _serve_one(r, w, handler, methods), host, port)

@@ -35,6 +35,8 @@ from ringlane_sidecar.sources import FileStamp, file_stamp, read_labels, watch_c
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 HANDLED_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+ADMIN_METHODS = {"/metrics": ("GET",), "/healthz": ("GET",), "/ready": ("GET",), "/config": ("GET",),
+                 "/drain": ("POST",)}
 
 
 @dataclass
@@ -275,21 +277,18 @@ class Agent:
         }
 
     async def handle(self, method: str, path: str) -> tuple[int, str, bytes]:
-        if path == "/metrics" and method == "GET":
+        """One of ADMIN_METHODS' (path, method) pairs: admin.py answers the others."""
+        if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        if path == "/healthz" and method == "GET":
+        if path == "/healthz":
             return 200, "text/plain", b"ok\n"
-        if path == "/ready" and method == "GET":
+        if path == "/ready":
             ok = self.ready()
             return (200 if ok else 503), "text/plain", b"ready\n" if ok else b"not ready\n"
-        if path == "/config" and method == "GET":
+        if path == "/config":
             return 200, "application/json", json_body(self.config_view())
-        if path == "/drain":
-            if method != "POST":
-                return 405, "text/plain", b"use POST\n"
-            self.begin_drain("admin /drain")
-            return 202, "text/plain", b"draining\n"
-        return 404, "text/plain", b"not found\n"
+        self.begin_drain("admin /drain")
+        return 202, "text/plain", b"draining\n"
 
     # ---- drain and signals ----
     def begin_drain(self, why: str) -> None:
@@ -365,7 +364,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         host, port = parse_address(self.opts.admin or self.first.admin.address)
         try:
-            server = await start_admin(host, port, self.handle)
+            server = await start_admin(host, port, self.handle, ADMIN_METHODS)
         except OSError as exc:
             self.log.error("cannot serve the admin port", address=f"{host}:{port}", error=str(exc))
             self.core.close()

@@ -216,3 +216,35 @@ def test_request_in_flight_on_a_removed_route_is_counted(sidecar: SidecarFactory
     assert seen and max(seen) == 1, (
         f"the request on the removed route finished 200, but no scrape reported it "
         f"(values seen for route shop/slow/0: {seen})")
+
+
+def test_admin_answers_head_and_names_the_allowed_methods(sidecar: SidecarFactory, nginx: Nginx) -> None:
+    """Probes and checkers send HEAD (RFC 9110 9.3.2: a GET without the body); a wrong method on a
+    known path is 405 with Allow (15.5.6). Before, HEAD /metrics was 404 and 405 had no Allow."""
+    listen, admin = free_port(), free_port()
+    sc = sidecar(http_config(listen, admin, routes=[("app/0", "/", "a")], clusters={"a": [nginx.a]}),
+                 admin_port=admin, listen_port=listen)
+
+    def exchange(request: bytes) -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", admin), timeout=5) as c:
+            c.sendall(request)
+            data = b""
+            while chunk := c.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return head, body
+
+    head, body = exchange(b"HEAD /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"\r\nContent-Length: " in head and body == b"", (head, body)
+    head, body = exchange(b"HEAD /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"\r\nContent-Length: 3" in head and body == b"", (head, body)
+    head, _ = exchange(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405") and b"\r\nAllow: GET, HEAD" in head, head
+    head, _ = exchange(b"GET /drain HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405") and b"\r\nAllow: POST" in head, head
+    assert http_get(f"http://127.0.0.1:{admin}/ready")[0] == 200  # a GET /drain drained nothing
+    assert sc.running()
+    head, body = exchange(b"POST /drain HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 202") and body == b"draining\n", (head, body)
+    sc.wait_log("draining", reason="admin /drain")
+    assert http_get(f"http://127.0.0.1:{admin}/ready")[0] == 503
