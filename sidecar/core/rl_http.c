@@ -358,7 +358,7 @@ static void respond_error(rl_worker *w, rl_http_client *c, int status)
     c->resp_started = 1;
     close_if_listener_gone(w, c);
     int head_only = c->state != C_HEAD && c->state != C_IDLE && c->method == HTTP_HEAD; /* method known */
-    if (rl_http_build_error(w, &c->out, status, client_conn_line(c), head_only))
+    if (rl_http_build_error(w, &c->out, status, client_conn_line(c), head_only, c->rule))
         return client_close(w, c);
     rl_outq_kick(w, &c->sock, &c->out);
     count_response(w, c, status);

@@ -89,7 +89,11 @@ enum { RL_CONN_NONE, RL_CONN_CLOSE, RL_CONN_KEEP_ALIVE };
 /* rl_http_build.c: write into q; 0, or -1 when out of buffers. */
 int rl_http_build_request(rl_worker *w, rl_outq *q, const rl_http_head *h, const rl_http_req *rq,
                           const llhttp_t *p, const rl_rule *r, const char *client_ip);
-int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int conn, int head_only);
+/* A response the proxy makes itself; r: the rule the request matched (NULL before routing), whose
+ * responseHeaderModifier applies. */
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int conn, int head_only, const rl_rule *r);
+/* The SET and ADD fields of r's responseHeaderModifier (none when r is NULL). */
+int rl_http_write_resp_ops(rl_worker *w, rl_outq *q, const rl_rule *r);
 /* Whether the Connection header value v[0, vlen) lists name[0, n) among its options. */
 int rl_http_conn_option(const char *v, uint32_t vlen, const char *name, uint32_t n);
 /* Fields never removed because a Connection header names them: the body's framing (dropping

@@ -221,21 +221,58 @@ static const char *reason(int status)
     }
 }
 
-int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int conn, int head_only)
+int rl_http_write_resp_ops(rl_worker *w, rl_outq *q, const rl_rule *r)
 {
-    char buf[256];
+    for (int op = RL_HDR_SET; r && op <= RL_HDR_ADD; op++)
+        for (uint32_t i = 0; i < r->nresp_ops[op]; i++) {
+            const rl_hdr *hd = &r->resp_ops[op][i];
+            W(hd->name.p, hd->name.len);
+            WS(": ");
+            W(hd->value.p, hd->value.len);
+            WS("\r\n");
+        }
+    return 0;
+}
+
+/* One of the proxy's own fields, unless the rule sets or removes it. */
+static int write_own_field(rl_worker *w, rl_outq *q, const rl_rule *r, const char *name, const char *value)
+{
+    uint32_t n = (uint32_t)strlen(name);
+    if (rl_resp_head_drops(r, name, n))
+        return 0;
+    W(name, n);
+    WS(": ");
+    W(value, strlen(value));
+    WS("\r\n");
+    return 0;
+}
+
+int rl_http_build_error(rl_worker *w, rl_outq *q, int status, int conn, int head_only, const rl_rule *r)
+{
+    char line[64], length[16];
     const char *why = reason(status);
-    int body = (int)strlen(why) + 1;
+    int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status, why);
+    W(line, n);
+    snprintf(length, sizeof(length), "%zu", strlen(why) + 1);
+    if (write_own_field(w, q, r, "content-type", "text/plain") || write_own_field(w, q, r, "content-length", length) ||
+        write_own_field(w, q, r, "server", "ringlane"))
+        return -1;
     /* RFC 9110 15.5.6: a 405 lists what is allowed (only CONNECT is refused: every other
      * method goes upstream). */
-    const char *allow = status == 405 ? "allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH\r\n" : "";
-    int n = snprintf(buf, sizeof(buf),
-                     "HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
-                     "server: ringlane\r\n%s%s\r\n%s%s",
-                     status, why, body, allow,
-                     conn == RL_CONN_CLOSE ? "connection: close\r\n" :
-                     conn == RL_CONN_KEEP_ALIVE ? "connection: keep-alive\r\n" : "",
-                     head_only ? "" : why, head_only ? "" : "\n"); /* a HEAD's answer has no body (RFC 9110 9.3.2) */
-    W(buf, n);
+    if (status == 405 && write_own_field(w, q, r, "allow", "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"))
+        return -1;
+    /* The matched rule's responseHeaderModifier applies to the proxy's own answers for it too
+     * (a 502/503/504, a 413): security and CORS headers belong on those as well, as in Envoy. */
+    if (rl_http_write_resp_ops(w, q, r))
+        return -1;
+    if (conn == RL_CONN_CLOSE)
+        WS("connection: close\r\n");
+    else if (conn == RL_CONN_KEEP_ALIVE)
+        WS("connection: keep-alive\r\n");
+    WS("\r\n");
+    if (!head_only) { /* a HEAD's answer has no body (RFC 9110 9.3.2) */
+        W(why, strlen(why));
+        WS("\n");
+    }
     return 0;
 }

@@ -221,14 +221,8 @@ int rl_http_build_response_head(rl_worker *w, rl_outq *q, rl_resp_head *h, const
     }
     if (write_lines(w, q, base, from, first) || write_kept_lines(w, q, h, base, first, tail))
         return -1;
-    for (int op = RL_HDR_SET; r && op <= RL_HDR_ADD; op++)
-        for (uint32_t i = 0; i < r->nresp_ops[op]; i++) {
-            const rl_hdr *hd = &r->resp_ops[op][i];
-            W(hd->name.p, hd->name.len);
-            W(": ", 2);
-            W(hd->value.p, hd->value.len);
-            W("\r\n", 2);
-        }
+    if (rl_http_write_resp_ops(w, q, r))
+        return -1;
     if (conn == RL_CONN_CLOSE)
         W("Connection: close\r\n", 19);
     else if (conn == RL_CONN_KEEP_ALIVE)

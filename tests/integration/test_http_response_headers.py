@@ -5,12 +5,13 @@ receive buffers."""
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import pytest
 
-from ringlane_sidecar.config.model import Filter, Header, HeaderModifier
+from ringlane_sidecar.config.model import Filter, Header, HeaderModifier, Timeouts
 
-from .backends import Reply, Request, raw_then_close
+from .backends import Reply, Request, raw_then_close, stall_forever
 from .helpers import Conn, Response, cluster, config, free_port, get, http_listener, rule
 
 pytestmark = pytest.mark.timeout(30)
@@ -154,13 +155,19 @@ def test_head_spanning_buffers_without_filter_is_forwarded_whole(core, http_back
             assert len(r.header_all("x-secret")) == 80 and r.header("x-env") == "dev"
 
 
+def assert_own_502(r: Response) -> None:
+    """The proxy's own 502 on FILTER's route: its body, the filter applied (Server removed)."""
+    assert (r.status, r.body) == (502, b"Bad Gateway\n"), r
+    assert r.header_all("x-added") == ["a1"] and r.header("server") is None, r.headers
+
+
 def test_response_head_over_64k_is_502(core, http_backend) -> None:
     be = http_backend(padded_app(1400))  # about 75 KiB of head
     port = free_port()
     core(config([http_listener(port, rule("f", "b", filters=[FILTER]))], [cluster("b", be.address)]))
     with Conn(port) as conn:
         r = conn.request("GET", "/length/x")
-        assert (r.status, r.header("server")) == (502, "ringlane")
+        assert_own_502(r)
 
 
 def test_bare_lf_head_is_rewritten_with_crlf(core, http_backend) -> None:
@@ -187,7 +194,7 @@ def test_bare_cr_in_head_is_502(core, http_backend) -> None:
     port = free_port()
     core(config([http_listener(port, rule("f", "b", filters=[FILTER]))], [cluster("b", be.address)]))
     r = get(port, "/")
-    assert (r.status, r.header("server")) == (502, "ringlane")
+    assert_own_502(r)
 
 
 # ---- the upstream's "Connection: keep-alive" (what nginx sends on every response) ----
@@ -286,3 +293,49 @@ def test_folded_response_head_is_a_502(core, http_backend, case: str) -> None:
         r = conn.read_response()
         assert r.status == 502, (r.status, r.headers)
         assert r.header("x-upstream") is None and r.header("server") == "ringlane", r.headers
+
+
+def own_answer_cfg(port: int, garbage: str, stalled: str):  # type: ignore[no-untyped-def]
+    stamp = response_filter(set=(("X-Env", "prod"), ("Server", "edge")), add=(("X-Added", "a1"),),
+                            remove=("content-type",))
+    return config([http_listener(port,
+                                 rule("empty", "none", prefix="/empty", filters=[stamp]),
+                                 rule("down", "down", prefix="/down", filters=[stamp]),
+                                 rule("slow", "slow", prefix="/slow", filters=[stamp],
+                                      timeouts=Timeouts(request="300ms")),
+                                 rule("plain", "none", prefix="/plain"))],
+                  [cluster("none"), cluster("down", garbage), cluster("slow", stalled)])
+
+
+def test_filter_applies_to_the_proxys_own_answers_for_the_route(core, http_backend) -> None:
+    """The route's responseHeaderModifier is part of every answer for it, the proxy's own 503
+    (no endpoints), 502 (a backend that answers garbage) and 504 (timeout) too, as Envoy applies a route's
+    header edits to its local replies: security and CORS headers must be on errors as well (a
+    browser app reads a 503 only with Access-Control-Allow-Origin). Set and remove replace or
+    drop the proxy's own fields. No rule (404) means no filter. Before, only responses from a
+    backend were filtered."""
+    garbage = http_backend(lambda req: raw_then_close(b"NOT HTTP\r\n\r\n"))
+    release = threading.Event()
+    stalled = http_backend(lambda req: stall_forever(release))
+    port = free_port()
+    core(own_answer_cfg(port, garbage.address, stalled.address))
+    with Conn(port) as conn:
+        for path, status in (("/empty/x", 503), ("/down/x", 502)):
+            for method in ("GET", "HEAD"):
+                r = conn.request(method, path)
+                assert r.status == status, (path, r)
+                assert r.header_all("x-env") == ["prod"] and r.header_all("x-added") == ["a1"], r.headers
+                assert r.header_all("server") == ["edge"], r.headers  # set: the proxy's own replaced
+                assert r.header("content-type") is None, r.headers  # removed
+                assert r.header("content-length") is not None and r.body == (b"" if method == "HEAD" else r.body)
+        r = conn.request("GET", "/plain/x")
+        assert r.status == 503 and r.header("x-added") is None and r.header("server") == "ringlane", r.headers
+        assert r.header("content-type") == "text/plain"
+        r = conn.request("GET", "/nowhere")
+        assert r.status == 404 and r.header("x-added") is None, r.headers
+    with Conn(port) as conn:
+        try:
+            r = conn.request("GET", "/slow/x")
+        finally:
+            release.set()
+        assert r.status == 504 and r.header_all("x-added") == ["a1"], r
