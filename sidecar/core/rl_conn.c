@@ -2,8 +2,10 @@
 #include "rl_conn.h"
 
 #include <errno.h>
+#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -162,6 +164,12 @@ int rl_conn_peer_spoke(int fd)
     char b;
     ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+uint64_t rl_conn_owed(const rl_outq *q, int fd)
+{
+    int n = 0;
+    return q->bytes + (ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint64_t)n : 0);
 }
 
 void rl_conn_abort_on_close(int fd)

@@ -42,6 +42,12 @@ static inline int rl_unsent(const rl_outq *q, const rl_sock *s) { return q->coun
 /* The socket's close becomes a reset (a linger of 0): a stream cut short must not look complete. */
 void rl_conn_abort_on_close(int fd);
 
+/* A reset from one side of a stream waits for the other to take what came before it (a close
+ * with linger 0 discards what its kernel holds), while it takes some within this time. */
+#define RL_RESET_STALL_MS 1000
+/* Bytes still owed to the peer of fd: queued in q, or held by the kernel (unsent or unacknowledged). */
+uint64_t rl_conn_owed(const rl_outq *q, int fd);
+
 /* Whether the peer already sent FIN, a reset or bytes nobody asked for (a peek, no wait): a
  * connection that must not be handed to the next request. */
 int rl_conn_peer_spoke(int fd);

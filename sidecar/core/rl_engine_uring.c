@@ -41,6 +41,7 @@ typedef struct ur_state {
     uint32_t msg_next;
     int *closing; /* fds closed after the next submit: an SQE queued for one still names it */
     uint32_t nclosing, closing_cap;
+    unsigned cq_next; /* the CQ index after the completion being dispatched */
 } ur_state;
 
 static ur_state *st(rl_worker *w) { return w->eng_state; }
@@ -556,16 +557,30 @@ static int ur_run_once(rl_worker *w, int timeout_ms)
     u->nclosing = 0;
     unsigned head, count = 0;
     io_uring_for_each_cqe(&u->ring, head, cqe) {
+        u->cq_next = head + 1;
         dispatch(w, cqe);
         count++;
     }
     io_uring_cq_advance(&u->ring, count);
+    u->cq_next = *u->ring.cq.khead;
     for (rl_list *n; (n = rl_list_pop_front(&u->released));) {
         rl_sock *s = rl_container_of(n, rl_sock, pending);
         s->flags &= (uint16_t)~RL_S_PENDING;
         s->ops->on_released(w, s);
     }
     return (int)count;
+}
+
+/* Off the data path: asked only before an upstream connection is handed to a waiting request. */
+static int ur_rx_pending(rl_worker *w, const rl_sock *s)
+{
+    ur_state *u = st(w);
+    uint64_t want = ud((void *)s, OP_RECV);
+    unsigned tail = io_uring_smp_load_acquire(u->ring.cq.ktail);
+    for (unsigned i = u->cq_next; i != tail; i++)
+        if (u->ring.cq.cqes[io_uring_cqe_index(&u->ring, i, u->ring.cq.ring_mask)].user_data == want)
+            return 1;
+    return 0;
 }
 
 const rl_engine_ops rl_engine_uring = {
@@ -582,4 +597,5 @@ const rl_engine_ops rl_engine_uring = {
     .close = ur_close,
     .buf_recycle = ur_buf_recycle,
     .run_once = ur_run_once,
+    .rx_pending = ur_rx_pending,
 };

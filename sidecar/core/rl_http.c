@@ -56,6 +56,7 @@ struct rl_http_client {
     rl_trailer_scan trailer; /* of the request body */
     uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
     uint32_t heard, heard_seen; /* sends the client took plus receives; the count when a quiet timer was armed */
+    uint64_t reset_owed, reset_moved; /* the upstream reset a tunnel: bytes still owed, when they last shrank */
     char ip[INET6_ADDRSTRLEN];
 };
 
@@ -107,10 +108,12 @@ static void client_close(rl_worker *w, rl_http_client *c)
         count_response(w, c, c->resp_started && c->up ? (int)c->up->parser.status_code : 499);
     rl_timer_cancel(&w->wheel, &c->timer);
     if (c->up) {
-        /* The upstream holds part of a request: a reset says so now (a FIN would wait behind
-         * body bytes an upstream that stopped reading never takes). */
+        /* The upstream holds part of a request, or is owed tunnel bytes: a reset says so now (a
+         * FIN would wait behind bytes an upstream that stopped reading never takes, or make a
+         * cut stream look complete). */
         rl_http_up *u = c->up;
-        if (c->state != C_TUNNEL && u->sock.fd >= 0 && (!c->req_done || rl_unsent(&u->out, &u->sock)))
+        int cut = c->state == C_TUNNEL ? rl_unsent(&u->out, &u->sock) : !c->req_done || rl_unsent(&u->out, &u->sock);
+        if (u->sock.fd >= 0 && cut)
             rl_conn_abort_on_close(u->sock.fd);
         rl_http_up_detach(w, u, 0);
         c->up = NULL;
@@ -416,6 +419,13 @@ static void head_done(rl_worker *w, rl_http_client *c)
 /* Parses head bytes; returns how many were consumed (the rest is body or the next request). */
 static uint32_t parse_head(rl_worker *w, rl_http_client *c, const char *data, uint32_t len)
 {
+    if (c->state == C_IDLE) { /* empty lines before a request start none (RFC 9112 2.2: ignored) */
+        uint32_t blank = 0;
+        while (blank < len && (data[blank] == '\r' || data[blank] == '\n'))
+            blank++;
+        if (blank)
+            return blank;
+    }
     const char *start = data;
     if (c->state == C_IDLE)
         adopt_newest_cfg(w, c); /* a reload while the connection was idle applies from here on */
@@ -597,14 +607,18 @@ static void feed(rl_worker *w, rl_http_client *c, uint16_t bid, uint32_t off, ui
 
 /* ---- upstream attempts ---- */
 
+/* No body byte has gone upstream: there is none, or the client waits for a 100 Continue before
+ * sending it (the request can go again as a body-less one would). */
+static int body_unsent(const rl_http_client *c) { return !c->has_body || (c->awaits_continue && !c->body_bytes); }
+
 static int may_retry(const rl_http_client *c, int flag, int status)
 {
     const rl_rule *r = c->rule;
     if (!r || c->attempts > r->retry_attempts || c->resp_started || c->upgrade)
         return 0;
     if (flag == RL_RETRY_CONNECT_FAILURE) /* nothing reached the upstream: safe for any method */
-        return (!c->has_body || c->body_kept) && (r->retry_flags & (uint32_t)flag) != 0;
-    if (c->has_body) /* streamed, not kept: it cannot go again */
+        return (body_unsent(c) || c->body_kept) && (r->retry_flags & (uint32_t)flag) != 0;
+    if (!body_unsent(c)) /* streamed, not kept: it cannot go again */
         return 0;
     if (flag) /* a reset after the request went out: it may have had effects */
         return c->idempotent && (r->retry_flags & (uint32_t)flag) != 0;
@@ -674,6 +688,38 @@ static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status,
     rl_timer_set(&w->wheel, &c->timer, at, on_timer);
 }
 
+static void on_reset_wait(rl_worker *w, rl_timer *t);
+
+/* The upstream reset the tunnel: the client gets what came before it, then a reset, as with a
+ * direct connection (its receiver reads the data that arrived before the reset), or once it
+ * took nothing for RL_RESET_STALL_MS. A FIN would make the cut stream look complete. */
+static void reset_when_delivered(rl_worker *w, rl_http_client *c)
+{
+    uint64_t left = rl_conn_owed(&c->out, c->sock.fd);
+    if (left < c->reset_owed) {
+        c->reset_owed = left;
+        c->reset_moved = w->now_ms;
+    }
+    if (left && w->now_ms - c->reset_moved < RL_RESET_STALL_MS)
+        return rl_timer_set(&w->wheel, &c->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
+    rl_conn_abort_on_close(c->sock.fd);
+    client_close(w, c);
+}
+
+static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_when_delivered(w, rl_container_of(t, rl_http_client, timer)); }
+
+/* A tunnel cut for silence: bytes owed to a side that stopped reading end in resets on both
+ * sides, never a FIN that would make the cut stream look complete. */
+static void cut_tunnel(rl_worker *w, rl_http_client *c)
+{
+    if (rl_unsent(&c->out, &c->sock) || (c->up && rl_unsent(&c->up->out, &c->up->sock))) {
+        rl_conn_abort_on_close(c->sock.fd);
+        if (c->up)
+            rl_conn_abort_on_close(c->up->sock.fd);
+    }
+    client_close(w, c);
+}
+
 static void on_timer(rl_worker *w, rl_timer *t)
 {
     rl_http_client *c = rl_container_of(t, rl_http_client, timer);
@@ -682,7 +728,7 @@ static void on_timer(rl_worker *w, rl_timer *t)
     if (c->state == C_TUNNEL && c->up_eof) { /* half-closed: moving (either way), or cut */
         if (c->heard != c->heard_seen)
             return arm_quiet(w, c, 0);
-        return client_close(w, c);
+        return cut_tunnel(w, c);
     }
     if (c->try_deadline && w->now_ms >= c->try_deadline) {
         c->try_deadline = 0;
@@ -693,12 +739,7 @@ static void on_timer(rl_worker *w, rl_timer *t)
     if (c->state == C_TUNNEL && !c->close_after) { /* open both ways: moving, or cut */
         if (c->heard != c->heard_seen)
             return arm_tunnel(w, c);
-        if (rl_unsent(&c->out, &c->sock) || (c->up && rl_unsent(&c->up->out, &c->up->sock))) {
-            rl_conn_abort_on_close(c->sock.fd); /* bytes owed to a side that stopped reading */
-            if (c->up)
-                rl_conn_abort_on_close(c->up->sock.fd);
-        }
-        return client_close(w, c);
+        return cut_tunnel(w, c);
     }
     if (c->state == C_IDLE || c->close_after || c->stall_guard) {
         int owed = rl_unsent(&c->out, &c->sock);
@@ -742,8 +783,10 @@ void rl_http_on_up_connected(rl_worker *w, rl_http_client *c, int err)
     retry_or_fail(w, c, RL_RETRY_CONNECT_FAILURE, 0, 503);
 }
 
-void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u)
+void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u, uint32_t sent)
 {
+    if (c->state == C_TUNNEL) /* bytes moving toward the upstream keep a tunnel alive too */
+        c->heard += sent > 0;
     if (u->out.count < PAUSE_AT / 2 && (c->state == C_BODY || c->state == C_TUNNEL) &&
         !(c->sock.flags & RL_S_RECV_ON) && !c->client_eof && !c->close_after)
         w->eng->recv_start(w, &c->sock);
@@ -755,9 +798,11 @@ static void response_done(rl_worker *w, rl_http_client *c, rl_http_up *u, int re
     count_response(w, c, (int)u->parser.status_code);
     /* A pipelined request is replayed below, before the engine delivers what else this upstream
      * sent: a FIN that came with the response would fail it on this connection (a 502 for a
-     * POST that never went out). So the socket is asked, only then. */
+     * POST that never went out), and stray bytes would answer it. So the socket is asked, and
+     * the engine for what it took from it already (io_uring), only then. */
     int pool = reuse && c->req_done && !u->no_reuse;
-    if (pool && c->in.count && rl_conn_peer_spoke(u->sock.fd))
+    if (pool && c->in.count &&
+        (rl_conn_peer_spoke(u->sock.fd) || (w->eng->rx_pending && w->eng->rx_pending(w, &u->sock))))
         pool = 0;
     rl_http_up_detach(w, u, pool);
     c->up = NULL;
@@ -781,8 +826,13 @@ int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u)
 {
     if (c->state != C_TUNNEL)
         return 0;
-    if (c->client_eof) /* both sides are done: once what the client sent is out (shut_wr ends it) */
-        return rl_unsent(&u->out, &u->sock);
+    if (c->client_eof) { /* both sides are done: once what the client sent is out (shut_wr ends it) */
+        if (!rl_unsent(&u->out, &u->sock))
+            return 0;
+        c->shut_when_flushed = 1; /* the directions close apart: the client gets the FIN now */
+        shut_if_flushed(c);
+        return 1;
+    }
     c->shut_when_flushed = 1; /* FIN to the client after what is queued; it may still send */
     c->up_eof = 1;
     shut_if_flushed(c);
@@ -797,8 +847,10 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
      * for a connection: at maxConnections the dead one would refuse it a 503. */
     rl_http_up_detach(w, u, 0);
     if (c->state == C_TUNNEL && err) { /* the upstream reset the tunnel: so does the client side */
-        rl_conn_abort_on_close(c->sock.fd);
-        return client_close(w, c);
+        c->shut_when_flushed = 0;
+        c->reset_owed = UINT64_MAX;
+        w->eng->recv_stop(w, &c->sock); /* its bytes have nowhere to go */
+        return reset_when_delivered(w, c);
     }
     if (c->state == C_TUNNEL) /* both sides sent FIN, or the upstream closed: flush, close */
         return close_when_flushed(w, c);
@@ -814,7 +866,7 @@ void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err)
      * whatever the retry policy (as browsers and Go's client do), not counted as an attempt;
      * once, and on a new connection: an upstream that resets on this very request must not see
      * it again on every pooled connection. */
-    if (u->reused && !u->heard && !c->resp_started && c->idempotent && !c->has_body && !c->fresh_only) {
+    if (u->reused && !u->heard && !c->resp_started && c->idempotent && body_unsent(c) && !c->fresh_only) {
         c->attempts--;
         c->fresh_only = 1;
         return start_attempt(w, c);
@@ -1149,8 +1201,10 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
 {
     rl_http_client *c = s->owner;
     c->client_eof = 1;
-    if (err && c->state == C_TUNNEL && c->up)
-        rl_conn_abort_on_close(c->up->sock.fd); /* the client reset the tunnel: so does the upstream side */
+    if (err && c->state == C_TUNNEL && c->up) { /* the client reset the tunnel: so does the upstream side */
+        rl_http_up_reset_when_delivered(w, c->up); /* ... after what the client sent before it */
+        c->up = NULL;
+    }
     if (err || c->state == C_LINGER)
         return client_close(w, c);
     if (c->close_after)

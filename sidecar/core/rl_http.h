@@ -171,6 +171,8 @@ typedef struct rl_http_up {
     uint8_t heard;  /* a response byte arrived for this request */
     uint8_t lb;     /* what rl_lb_begin counted for the client's exchange (rl_balance.h) */
     uint8_t no_reuse; /* a 204 that declared a body: what it may still send would desync the next */
+    uint8_t resetting; /* its tunnel's client reset: it gets what came before, then a reset */
+    uint64_t reset_owed, reset_moved; /* ... bytes still owed, when they last shrank */
     /* Response head rewrite (hop-by-hop headers out, the rule's responseHeaderModifier applied,
      * "Connection: close" in when it is the connection's last). resp_base is the head's first
      * byte: in the receive buffer, or in headbuf when the head spans receives. */
@@ -197,6 +199,9 @@ void rl_http_pool_make_room(rl_worker *w, rl_pool *pool, uint32_t max_conns);
  * cluster or that endpoint removed) close now, not at their idle timeout. */
 void rl_http_pools_prune(rl_worker *w, const rl_cfg *cfg);
 void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u); /* a tunnel's client half-closed */
+/* The tunnel's client reset: u leaves it, gets what the client sent before (or stalls for
+ * RL_RESET_STALL_MS), then a reset. */
+void rl_http_up_reset_when_delivered(rl_worker *w, rl_http_up *u);
 rl_outq *rl_http_up_outq(rl_http_up *u);
 void rl_http_up_detach(rl_worker *w, rl_http_up *u, int reuse); /* client done with it */
 void rl_http_up_unbind(rl_worker *w, rl_http_up *u); /* the exchange ended: no client, not in flight */
@@ -210,7 +215,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
 /* The upstream sent FIN: 1 when that half-closes a tunnel (the upstream stays open for writing). */
 int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u);
 void rl_http_on_up_end(rl_worker *w, rl_http_client *c, rl_http_up *u, int err);
-void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u);
+void rl_http_on_up_sent(rl_worker *w, rl_http_client *c, rl_http_up *u, uint32_t sent);
 const llhttp_settings_t *rl_http_response_settings(rl_worker *w);
 
 #endif

@@ -232,6 +232,34 @@ void rl_http_up_send(rl_worker *w, rl_http_up *u)
 
 static void shut_wr(rl_worker *w, rl_http_up *u);
 
+static void on_reset_wait(rl_worker *w, rl_timer *t);
+
+static void reset_check(rl_worker *w, rl_http_up *u)
+{
+    uint64_t left = rl_conn_owed(&u->out, u->sock.fd);
+    if (left < u->reset_owed) {
+        u->reset_owed = left;
+        u->reset_moved = w->now_ms;
+    }
+    if (left && w->now_ms - u->reset_moved < RL_RESET_STALL_MS)
+        return rl_timer_set(&w->wheel, &u->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
+    rl_conn_abort_on_close(u->sock.fd);
+    up_close(w, u);
+}
+
+static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_check(w, rl_container_of(t, rl_http_up, timer)); }
+
+void rl_http_up_reset_when_delivered(rl_worker *w, rl_http_up *u)
+{
+    rl_http_up_unbind(w, u);
+    u->resetting = 1;
+    u->shut_pending = 0; /* never a FIN: the stream was cut */
+    u->reset_owed = UINT64_MAX;
+    w->eng->recv_stop(w, &u->sock); /* what it sends has nowhere to go */
+    rl_http_up_send(w, u);
+    reset_check(w, u);
+}
+
 void rl_http_up_shutdown_when_sent(rl_worker *w, rl_http_up *u)
 {
     u->shut_pending = 1; /* on_sent sends the FIN once the queue is out */
@@ -272,8 +300,10 @@ static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
         u->heard = 1;
         return rl_http_on_up_data(w, u->client, u, bid, len);
     }
-    /* Bytes from an idle upstream are a protocol error: drop the connection. */
     rl_buf_unref(w, bid);
+    if (u->resetting) /* its client is gone: nowhere to go */
+        return;
+    /* Bytes from an idle upstream are a protocol error: drop the connection. */
     up_close(w, u);
 }
 
@@ -281,6 +311,10 @@ static void on_recv_end(rl_worker *w, rl_sock *s, int err)
 {
     rl_http_up *u = s->owner;
     rl_http_client *c = u->client;
+    if (u->resetting) { /* its own FIN or reset: what is owed will not be read */
+        rl_conn_abort_on_close(u->sock.fd);
+        return up_close(w, u);
+    }
     if (c && !err && !u->eof && rl_http_on_up_eof(w, c, u)) {
         u->eof = 1;
         return;
@@ -314,7 +348,7 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     if (u->shut_pending && !rl_unsent(&u->out, s))
         return shut_wr(w, u);
     if (c)
-        rl_http_on_up_sent(w, c, u);
+        rl_http_on_up_sent(w, c, u, (uint32_t)res);
 }
 
 static void up_drain(rl_worker *w, rl_conn_base *b)

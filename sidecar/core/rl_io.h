@@ -91,6 +91,10 @@ typedef struct rl_engine_ops {
     void (*close)(rl_worker *w, rl_sock *s);
     void (*buf_recycle)(rl_worker *w, uint16_t bid); /* a receive buffer is free again */
     int (*run_once)(rl_worker *w, int timeout_ms);   /* submit, wait, dispatch completions */
+    /* Whether the peer's bytes (or FIN, or error) for s wait among completions reaped and not yet
+     * dispatched, where a peek at the socket no longer sees them (io_uring: the multishot recv took
+     * them); NULL when the engine never holds any (epoll reads them itself, when asked). */
+    int (*rx_pending)(rl_worker *w, const rl_sock *s);
 } rl_engine_ops;
 
 extern const rl_engine_ops rl_engine_uring;

@@ -6,10 +6,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <linux/sockios.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,7 +16,6 @@
 #include "rl_http.h"
 
 #define PAUSE_AT 4 /* queued slices on the sending side before the reader pauses */
-#define RESET_STALL_MS 1000 /* a reset waits for the other side to take what came before it while it does */
 
 typedef struct relay_side {
     rl_sock sock;
@@ -91,18 +88,13 @@ static void relay_abort(rl_worker *w, rl_relay *r)
 
 static int flushed(const relay_side *d) { return !rl_unsent(&d->out, &d->sock); }
 
-/* Bytes still owed to a side: queued here, or held by the kernel (unsent or unacknowledged). */
-static uint64_t owed(const relay_side *d)
-{
-    int n = 0;
-    return d->out.bytes + (ioctl(d->sock.fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint64_t)n : 0);
-}
+static uint64_t owed(const relay_side *d) { return rl_conn_owed(&d->out, d->sock.fd); }
 
 static void reset_when_delivered(rl_worker *w, rl_relay *r);
 static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_when_delivered(w, rl_container_of(t, rl_relay, timer)); }
 
 /* Reset the live side once everything owed to it was delivered (a close with linger 0 discards
- * what the kernel has not sent), or once its peer took nothing for RESET_STALL_MS (its own EOF
+ * what the kernel has not sent), or once its peer took nothing for RL_RESET_STALL_MS (its own EOF
  * or reset goes unseen: the relay no longer reads it). */
 static void reset_when_delivered(rl_worker *w, rl_relay *r)
 {
@@ -111,7 +103,7 @@ static void reset_when_delivered(rl_worker *w, rl_relay *r)
         r->reset_owed = left;
         r->reset_moved = w->now_ms;
     }
-    if (left && w->now_ms - r->reset_moved < RESET_STALL_MS)
+    if (left && w->now_ms - r->reset_moved < RL_RESET_STALL_MS)
         return rl_timer_set(&w->wheel, &r->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
     relay_abort(w, r);
 }
