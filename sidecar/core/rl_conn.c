@@ -166,10 +166,20 @@ int rl_conn_peer_spoke(int fd)
     return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-uint64_t rl_conn_owed(const rl_outq *q, int fd)
+static uint64_t owed_to_peer(const rl_outq *q, int fd)
 {
     int n = 0;
     return q->bytes + (ioctl(fd, SIOCOUTQ, &n) == 0 && n > 0 ? (uint64_t)n : 0);
+}
+
+int rl_conn_reset_waits(const rl_worker *w, const rl_outq *q, int fd, uint64_t *owed, uint64_t *moved)
+{
+    uint64_t left = owed_to_peer(q, fd);
+    if (left < *owed) {
+        *owed = left;
+        *moved = w->now_ms;
+    }
+    return left && w->now_ms - *moved < RL_RESET_STALL_MS;
 }
 
 void rl_conn_abort_on_close(int fd)

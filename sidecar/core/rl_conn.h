@@ -45,8 +45,10 @@ void rl_conn_abort_on_close(int fd);
 /* A reset from one side of a stream waits for the other to take what came before it (a close
  * with linger 0 discards what its kernel holds), while it takes some within this time. */
 #define RL_RESET_STALL_MS 1000
-/* Bytes still owed to the peer of fd: queued in q, or held by the kernel (unsent or unacknowledged). */
-uint64_t rl_conn_owed(const rl_outq *q, int fd);
+/* Whether a reset waits on: bytes are still owed to the peer of fd (queued in q, or held by the
+ * kernel, unsent or unacknowledged) and it took some within RL_RESET_STALL_MS. *owed and *moved
+ * track the progress (*owed starts at UINT64_MAX). */
+int rl_conn_reset_waits(const rl_worker *w, const rl_outq *q, int fd, uint64_t *owed, uint64_t *moved);
 
 /* Whether the peer already sent FIN, a reset or bytes nobody asked for (a peek, no wait): a
  * connection that must not be handed to the next request. */

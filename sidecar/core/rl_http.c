@@ -695,12 +695,7 @@ static void on_reset_wait(rl_worker *w, rl_timer *t);
  * took nothing for RL_RESET_STALL_MS. A FIN would make the cut stream look complete. */
 static void reset_when_delivered(rl_worker *w, rl_http_client *c)
 {
-    uint64_t left = rl_conn_owed(&c->out, c->sock.fd);
-    if (left < c->reset_owed) {
-        c->reset_owed = left;
-        c->reset_moved = w->now_ms;
-    }
-    if (left && w->now_ms - c->reset_moved < RL_RESET_STALL_MS)
+    if (rl_conn_reset_waits(w, &c->out, c->sock.fd, &c->reset_owed, &c->reset_moved))
         return rl_timer_set(&w->wheel, &c->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
     rl_conn_abort_on_close(c->sock.fd);
     client_close(w, c);

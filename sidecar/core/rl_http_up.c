@@ -236,12 +236,7 @@ static void on_reset_wait(rl_worker *w, rl_timer *t);
 
 static void reset_check(rl_worker *w, rl_http_up *u)
 {
-    uint64_t left = rl_conn_owed(&u->out, u->sock.fd);
-    if (left < u->reset_owed) {
-        u->reset_owed = left;
-        u->reset_moved = w->now_ms;
-    }
-    if (left && w->now_ms - u->reset_moved < RL_RESET_STALL_MS)
+    if (rl_conn_reset_waits(w, &u->out, u->sock.fd, &u->reset_owed, &u->reset_moved))
         return rl_timer_set(&w->wheel, &u->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
     rl_conn_abort_on_close(u->sock.fd);
     up_close(w, u);

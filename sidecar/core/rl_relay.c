@@ -88,8 +88,6 @@ static void relay_abort(rl_worker *w, rl_relay *r)
 
 static int flushed(const relay_side *d) { return !rl_unsent(&d->out, &d->sock); }
 
-static uint64_t owed(const relay_side *d) { return rl_conn_owed(&d->out, d->sock.fd); }
-
 static void reset_when_delivered(rl_worker *w, rl_relay *r);
 static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_when_delivered(w, rl_container_of(t, rl_relay, timer)); }
 
@@ -98,12 +96,8 @@ static void on_reset_wait(rl_worker *w, rl_timer *t) { reset_when_delivered(w, r
  * or reset goes unseen: the relay no longer reads it). */
 static void reset_when_delivered(rl_worker *w, rl_relay *r)
 {
-    uint64_t left = owed(&r->side[r->side[0].reset]);
-    if (!r->reset_moved || left < r->reset_owed) {
-        r->reset_owed = left;
-        r->reset_moved = w->now_ms;
-    }
-    if (left && w->now_ms - r->reset_moved < RL_RESET_STALL_MS)
+    const relay_side *live = &r->side[r->side[0].reset];
+    if (rl_conn_reset_waits(w, &live->out, live->sock.fd, &r->reset_owed, &r->reset_moved))
         return rl_timer_set(&w->wheel, &r->timer, w->now_ms + RL_TICK_MS, on_reset_wait);
     relay_abort(w, r);
 }
@@ -120,6 +114,7 @@ static void side_failed(rl_worker *w, rl_relay *r, int dead)
         return relay_abort(w, r);
     r->failed = 1;
     r->side[dead].reset = 1;
+    r->reset_owed = UINT64_MAX;
     rl_outq_clear(w, &r->side[dead].out);
     if (live->sock.flags & RL_S_RECV_ON)
         w->eng->recv_stop(w, &live->sock); /* its bytes have nowhere to go */

@@ -13,31 +13,11 @@ from ringlane_sidecar.config.model import Limits
 
 from .backends import Reader, Request, read_request, recv_head
 from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule
+from .test_response_path_edges import scripted
 
 pytestmark = pytest.mark.timeout(60)
 
 BUF = 16384  # the core's default receive buffer size (Core(buf_size=...))
-
-
-def scripted(respond):  # type: ignore[no-untyped-def]
-    """A raw keep-alive backend: reads each request (head and body), respond(conn, req, n)
-    writes exact bytes (n: the request's index on that connection); False ends it (FIN)."""
-    def handler(conn: socket.socket, index: int) -> None:
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        r = Reader(conn)
-        n = 0
-        while True:
-            try:
-                req = read_request(r, conn, index)
-            except EOFError:
-                return
-            if req is None:
-                return
-            keep = respond(conn, req, n)
-            n += 1
-            if not keep:
-                return
-    return handler
 
 
 def ok(body: bytes) -> bytes:
