@@ -175,11 +175,8 @@ static void on_recv(rl_worker *w, rl_sock *s, uint16_t bid, uint32_t len)
         rl_buf_unref(w, bid);
         return;
     }
-    rl_listener_stats *ls = rl_worker_lstats(w, r->listener_slot);
     if (from == 0)
-        ls->rx_bytes += len;
-    else
-        ls->tx_bytes += len;
+        rl_worker_lstats(w, r->listener_slot)->rx_bytes += len;
     r->moved++;
     if (rl_outq_push(w, &d->out, bid, 0, len)) {
         rl_buf_unref(w, bid); /* out of memory */
@@ -209,6 +206,8 @@ static void on_sent(rl_worker *w, rl_sock *s, int res)
     if (res < 0)
         return side_failed(w, r, to);
     rl_outq_sent(w, &r->side[to].out, (uint32_t)res);
+    if (to == 0) /* sent to the client: what its socket took, as HTTP counts it */
+        rl_worker_lstats(w, r->listener_slot)->tx_bytes += (uint32_t)res;
     r->moved += res > 0;
     rl_outq_kick(w, s, &r->side[to].out);
     rl_outq_shrink(&r->side[to].out); /* a long-lived session idle after a burst */

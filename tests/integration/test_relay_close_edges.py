@@ -16,8 +16,9 @@ import pytest
 from ringlane_sidecar.config.model import Limits, Retry
 
 from .backends import echo_handler, recv_all, reset
-from .helpers import (fill_until_blocked, free_port, recv_until_close, relay_cfg, relay_gauges,
+from .helpers import (fill_until_blocked, free_port, proxy_side, recv_until_close, relay_cfg, relay_gauges,
                       wait_for, wait_relay_idle)
+from .test_tunnel_and_continue_edges import inq, outq
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -620,3 +621,44 @@ def test_two_workers_many_short_sessions_counters_exact(core, tcp_server) -> Non
     assert ls == {"conns_opened": 400, "conns_closed": 400, "rx_bytes": sum(totals), "tx_bytes": sum(totals)}, ls
     cs = c.cluster_stats()["up"]
     assert cs == {"requests": 400, "connect_errors": 0, "connections_opened": 400, "active": 0}, cs
+
+
+def test_tx_bytes_count_what_reached_the_client_socket_not_what_came_from_upstream(core, tcp_server) -> None:
+    """`ringlane_tcp_tx_bytes_total` is "Bytes sent to clients": what the client's socket took,
+    as the HTTP listeners count it (on each send), not what the relay received from the upstream
+    and queued for a client that may never take it. A client that does not read: the upstream's
+    bytes fill the client's window, the proxy's send buffer, then the relay's own queue (where
+    reading pauses). Sent = what the client's kernel holds + what the proxy's kernel still holds
+    for it. Before, the counter was bumped at the upstream receive, so it also counted the
+    relay's queue, bytes a reset would then drop."""
+    release = threading.Event()
+
+    def handler(conn: socket.socket, index: int) -> None:
+        try:
+            conn.sendall(os.urandom(8 << 20))  # blocks once every buffer on the way is full
+        except OSError:
+            pass
+        release.wait(30)
+
+    srv = tcp_server(handler)
+    port = free_port()
+    c = core(relay_cfg(port, srv.address), cpus=ONE)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    s.connect(("127.0.0.1", port))
+    try:
+        ps = wait_for(lambda: proxy_side(s), 3, "the proxy to accept")
+        try:
+            def sent() -> int:
+                return inq(s) + outq(ps)
+
+            # Settled: the relay queues bytes it cannot send (a whole buffer or more), so the
+            # two differ for good when the counter runs ahead of the sends.
+            wait_for(lambda: sent() > 0 and c.listener_stats()["tcp"]["tx_bytes"] == sent(), 10,
+                     "tx_bytes to equal the bytes the client's socket took")
+        finally:
+            ps.close()
+    finally:
+        release.set()
+        s.close()
+    wait_relay_idle(c)

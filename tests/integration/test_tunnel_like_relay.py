@@ -5,12 +5,9 @@ docstrings name what was wrong); each is paired with the same scenario through t
 (a control that passed already)."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import socket
-import struct
-import termios
 import threading
 import time
 
@@ -21,7 +18,7 @@ from ringlane_sidecar.config.model import Limits
 from .backends import recv_head, reset
 from .helpers import (Conn, cluster, config, fill_until_blocked, free_port, http_listener, proxy_side, rule,
                       tcp_listener, wait_for)
-from .test_tunnel_and_continue_edges import SWITCH, UPGRADE, outq
+from .test_tunnel_and_continue_edges import SWITCH, UPGRADE, inq, outq
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -240,10 +237,6 @@ def test_half_closed_relay_cut_at_idle_timeout_resets_the_upstream(core, tcp_ser
 # ---- (3) a reset in a tunnel drops what came before it ----
 
 RESET_PAYLOAD = 60_000  # fits the proxy's queue toward the other side without pausing reads
-
-
-def inq(s: socket.socket) -> int:
-    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def upstream_resets_after_payload(kind: str, tcp_server, core) -> tuple[int, str]:  # type: ignore[no-untyped-def]
