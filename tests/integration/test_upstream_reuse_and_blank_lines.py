@@ -12,16 +12,12 @@ import pytest
 from ringlane_sidecar.config.model import Limits
 
 from .backends import Reader, Request, read_request, recv_head
-from .helpers import Conn, build_request, cluster, config, free_port, http_listener, rule
-from .test_response_path_edges import scripted
+from .helpers import Conn, build_request, free_port
+from .test_response_path_edges import ok, one_worker, scripted
 
 pytestmark = pytest.mark.timeout(60)
 
 BUF = 16384  # the core's default receive buffer size (Core(buf_size=...))
-
-
-def ok(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
 
 
 def sized_response(total: int, fill: bytes = b"a") -> bytes:
@@ -32,11 +28,6 @@ def sized_response(total: int, fill: bytes = b"a") -> bytes:
     out = ok(fill * n)
     assert len(out) == total
     return out
-
-
-def one_worker(core, port: int, address: str, rules=None, **cfg_kw):  # type: ignore[no-untyped-def]
-    return core(config([http_listener(port, *(rules or [rule("all", "b")]))], [cluster("b", address)], **cfg_kw),
-                cpus=[0])
 
 
 # ==== a response ending on a receive-buffer boundary, stray bytes behind it ====
