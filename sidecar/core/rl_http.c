@@ -89,12 +89,14 @@ static int uncounted(const rl_http_client *c)
 
 static void count_response(rl_worker *w, rl_http_client *c, int status);
 
+static int client_http10(const rl_http_client *c) { return c->parser.http_major == 1 && c->parser.http_minor == 0; }
+
 /* The Connection line of the response the client gets now (RL_CONN_*). */
 static int client_conn_line(const rl_http_client *c)
 {
     if (!c->keepalive)
         return RL_CONN_CLOSE;
-    return c->parser.http_major == 1 && c->parser.http_minor == 0 ? RL_CONN_KEEP_ALIVE : RL_CONN_NONE;
+    return client_http10(c) ? RL_CONN_KEEP_ALIVE : RL_CONN_NONE;
 }
 
 static void client_close(rl_worker *w, rl_http_client *c)
@@ -1001,6 +1003,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             from = u->headbuf + kept;
         }
         u->resp_base = kept ? u->headbuf : from;
+        u->body_w = w, u->body_bid = bid, u->body_base = data; /* for resp_on_body: a de-chunked body is parsed in data */
         llhttp_errno_t err = rl_http_execute(&u->parser, &u->trailer, from, n);
         uint32_t used = err == HPE_OK ? n : (uint32_t)(llhttp_get_error_pos(&u->parser) - from);
         if (err == HPE_PAUSED && u->head_pause) { /* the head ends here: write it, go on with the body */
@@ -1028,6 +1031,10 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             break;
         }
         int done = err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE;
+        if (u->dechunk_failed) {
+            client_close(w, c);
+            break;
+        }
         if (!done && u->retry_status) { /* resp_on_headers_complete chose to retry */
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, 0, (int)u->parser.status_code, (int)u->parser.status_code);
@@ -1035,7 +1042,7 @@ void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t
             rl_buf_unref(w, bid);
             return retry_or_fail(w, c, RL_RETRY_RESET, 0, 502); /* garbage from upstream */
         }
-        if (!(done && interim_unwanted(c, u)) && forward_to_client(w, c, bid, pos, used, final_status(u))) {
+        if (!u->dechunk && !(done && interim_unwanted(c, u)) && forward_to_client(w, c, bid, pos, used, final_status(u))) {
             client_close(w, c);
             break;
         }
@@ -1071,8 +1078,10 @@ static int resp_on_message_begin(llhttp_t *p)
     u->in_head = 1;
     u->between = 0;
     u->rewrite = u->head_pause = 0;
+    u->dechunk = u->dechunk_failed = 0;
     memset(&u->trailer, 0, sizeof(u->trailer));
     rl_resp_head_reset(&u->rh);
+    u->rh.drop_te = u->client && client_http10(u->client);
     return 0;
 }
 
@@ -1141,6 +1150,11 @@ static int resp_on_headers_complete(llhttp_t *p)
     if (c && !no_body && status >= 200 && status != 204 && status != 304 &&
         !(p->flags & (F_CHUNKED | F_CONTENT_LENGTH)))
         c->keepalive = 0; /* the body ends when the upstream closes: so must the client's */
+    /* Chunked to an HTTP/1.0 client (its request went up as 1.0, the upstream answered chunked
+     * anyway): the body goes on de-chunked and the close ends it (as nginx does). */
+    u->dechunk = c && !no_body && status >= 200 && (p->flags & F_CHUNKED) && client_http10(c);
+    if (u->dechunk)
+        c->keepalive = 0;
     /* Written again when that changes the head: a final one for the rule and Connection, a 1xx
      * for its hop-by-hop fields; a 101's Connection/Upgrade are the switch itself. */
     /* An HTTP/1.0 status line is written as 1.1 too (RFC 9110 2.5: a proxy sends its own
@@ -1154,6 +1168,19 @@ static int resp_on_headers_complete(llhttp_t *p)
         p->flags |= F_SKIPBODY; /* what returning 1 does, as the pause needs the return value */
     u->head_pause = 1;
     return HPE_PAUSED;
+}
+
+static int resp_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    rl_http_up *u = p->data;
+    if (!u->dechunk || !u->client)
+        return 0;
+    uint32_t off = (uint32_t)(at - u->body_base);
+    if (forward_to_client(u->body_w, u->client, u->body_bid, off, (uint32_t)len, 1)) {
+        u->dechunk_failed = 1; /* out of buffers: the client connection goes */
+        return HPE_USER;
+    }
+    return 0;
 }
 
 static int resp_on_message_complete(llhttp_t *p)
@@ -1174,6 +1201,7 @@ const llhttp_settings_t *rl_http_response_settings(rl_worker *w)
             s->on_header_value = resp_on_header_value;
             s->on_header_value_complete = resp_on_header_value_complete;
             s->on_headers_complete = resp_on_headers_complete;
+            s->on_body = resp_on_body;
             s->on_message_complete = resp_on_message_complete;
             s->on_chunk_header = rl_http_on_chunk_header;
         }

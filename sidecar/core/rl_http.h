@@ -116,6 +116,7 @@ typedef struct rl_resp_head {
     uint8_t drop_open;             /* the last dropped line ends where the next field starts */
     uint8_t in_connection;         /* the line being parsed is a Connection line */
     uint8_t folded;                /* a value continues on a line of its own (obs-fold) */
+    uint8_t drop_te;               /* Transfer-Encoding lines go too (the client is HTTP/1.0) */
     uint32_t name_end, piece_end;  /* where the field name and the last value piece end */
 } rl_resp_head;
 
@@ -185,6 +186,13 @@ typedef struct rl_http_up {
     rl_trailer_scan trailer;
     uint8_t head_pause; /* the parser paused at the end of the head, to write it */
     uint8_t rewrite;    /* ... and the head is written again, not forwarded as it is */
+    /* A chunked body for an HTTP/1.0 client (RFC 9112 6.1: it cannot read chunked coding) goes
+     * on without its chunk framing, ended by the close: the parser's body pieces are forwarded,
+     * from the receive buffer body_bid at body_base, for the worker body_w, during a parse. */
+    uint8_t dechunk, dechunk_failed;
+    uint16_t body_bid;
+    const char *body_base;
+    rl_worker *body_w;
 } rl_http_up;
 
 /* rl_http_up.c */

@@ -1,7 +1,8 @@
 /* rl_http_resp: the response head rewrite, without I/O: which header lines to drop (hop-by-hop,
  * and the names the rule's responseHeaderModifier sets or removes), and the head written again
- * without them plus the rule's set and add headers. Bodies are never touched, so framing
- * headers are never edited (rl_cfg refuses filters that name them). */
+ * without them plus the rule's set and add headers. Framing headers are never edited (rl_cfg
+ * refuses filters that name them), but for an HTTP/1.0 client, which cannot read chunked coding
+ * and gets the body without it (rl_http.c), Transfer-Encoding goes. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -14,7 +15,7 @@ void rl_resp_head_reset(rl_resp_head *h)
     h->value_off = h->value_len = 0;
     h->ndrop = h->ndropped = h->nconn_keepalive = 0;
     h->nconn_opts = 0;
-    h->drop_open = h->in_connection = h->folded = 0;
+    h->drop_open = h->in_connection = h->folded = h->drop_te = 0;
     h->name_end = h->piece_end = 0;
 }
 
@@ -58,7 +59,8 @@ int rl_resp_head_field_done(rl_resp_head *h, const char *base, const rl_rule *r)
     h->field_len = 0;
     h->name_end = off + n;
     h->piece_end = 0;
-    if (!rl_resp_head_drops(r, base + off, n))
+    int te = h->drop_te && n == 17 && strncasecmp(base + off, "transfer-encoding", 17) == 0;
+    if (!te && !rl_resp_head_drops(r, base + off, n))
         return 0;
     h->ndropped++;
     h->in_connection = n == 10 && strncasecmp(base + off, "connection", 10) == 0;
