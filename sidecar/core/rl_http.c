@@ -51,7 +51,7 @@ struct rl_http_client {
     uint8_t counted;   /* the current request is in the route's stats (count_response) */
     uint8_t linger;    /* the client may still be sending a body the proxy will not read */
     uint8_t shut_when_flushed; /* a tunnel's upstream sent FIN: so does the client side, once flushed */
-    uint8_t up_eof;            /* ... and the half-open rest is cut after an idle timeout of silence */
+    uint8_t up_eof;            /* ... and the half-open rest is cut after a tunnel idle timeout of silence */
     uint8_t stall_guard; /* the timer only watches a client gone silent (no deadline set) */
     rl_trailer_scan trailer; /* of the request body */
     uint32_t replaying;  /* pipelined slices taken out of `in` by a replay and not yet fed */
@@ -722,18 +722,13 @@ static void on_timer(rl_worker *w, rl_timer *t)
     rl_http_client *c = rl_container_of(t, rl_http_client, timer);
     if (c->retry_wait)
         return start_attempt(w, c);
-    if (c->state == C_TUNNEL && c->up_eof) { /* half-closed: moving (either way), or cut */
-        if (c->heard != c->heard_seen)
-            return arm_quiet(w, c, 0);
-        return cut_tunnel(w, c);
-    }
     if (c->try_deadline && w->now_ms >= c->try_deadline) {
         c->try_deadline = 0;
         if (!c->req_deadline || w->now_ms < c->req_deadline) /* backendRequest: one attempt's */
             return retry_or_fail(w, c, 0, 504, 504);
         return respond_error(w, c, 504);
     }
-    if (c->state == C_TUNNEL && !c->close_after) { /* open both ways: moving, or cut */
+    if (c->state == C_TUNNEL && (c->up_eof || !c->close_after)) { /* open (one way or both): moving, or cut */
         if (c->heard != c->heard_seen)
             return arm_tunnel(w, c);
         return cut_tunnel(w, c);
@@ -833,7 +828,7 @@ int rl_http_on_up_eof(rl_worker *w, rl_http_client *c, rl_http_up *u)
     c->shut_when_flushed = 1; /* FIN to the client after what is queued; it may still send */
     c->up_eof = 1;
     shut_if_flushed(c);
-    arm_quiet(w, c, 0); /* an open tunnel has no timeout; the half-open rest does */
+    arm_tunnel(w, c); /* the half-open rest is a tunnel too (as a relay's) */
     return 1;
 }
 

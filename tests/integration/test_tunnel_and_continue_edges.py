@@ -259,7 +259,8 @@ def test_tunnel_client_that_stops_reading_after_upstream_fin_is_cut(core, tcp_se
     """The upstream switches, sends its last 60 kB and closes (FIN). The client reads nothing,
     so most of that waits in the proxy's queue to the client. With the half-close, the rest of
     the tunnel (and the upstream connection, counted against the cluster's max connections)
-    was held forever: it is now cut after an idle timeout without progress either way."""
+    was held forever: it is now cut after a tunnel idle timeout without progress either way
+    (limits.tunnelIdleTimeout, as the open tunnel and a relay; idleTimeout is for HTTP)."""
     go = threading.Event()
     sent = threading.Event()
     upc: list[socket.socket] = []
@@ -283,7 +284,7 @@ def test_tunnel_client_that_stops_reading_after_upstream_fin_is_cut(core, tcp_se
 
     be = tcp_server(handler)
     port = free_port()
-    c = core(ws_cfg(port, be.address, Limits(request_header_timeout="1s", idle_timeout="1s")))
+    c = core(ws_cfg(port, be.address, Limits(request_header_timeout="1s", idle_timeout="60s", tunnel_idle_timeout="1s")))
     conn = Conn(port, timeout=5, rcvbuf=4096)
     try:
         conn.send(UPGRADE)
@@ -295,7 +296,7 @@ def test_tunnel_client_that_stops_reading_after_upstream_fin_is_cut(core, tcp_se
         assert sent.wait(10), "the proxy never read the upstream's last bytes"
         # Not one byte read by the client since: it is silent far longer than the idle timeout.
         wait_for(lambda: totals(c) == (0, 0), 10,
-                 lambda: f"the client silent past the 1 s idle timeout to be cut (active client, upstream: {totals(c)})")
+                 lambda: f"the client silent past the 1 s tunnel idle timeout to be cut (active client, upstream: {totals(c)})")
     finally:
         conn.sock.close()
 

@@ -146,3 +146,54 @@ def test_idle_websocket_tunnel_owing_bytes_is_reset(core, http_backend) -> None:
         with pytest.raises(ConnectionResetError):
             while conn.sock.recv(1 << 20):
                 pass
+
+
+# An upstream that half-closed leaves the client's direction open: that rest is a tunnel too,
+# cut after tunnelIdleTimeout of silence, as a relay's (it waited for idleTimeout, 60 s here).
+HALF_LIMITS = Limits(request_header_timeout="2s", idle_timeout="60s", tunnel_idle_timeout=f"{IDLE_MS}ms")
+
+
+def test_half_closed_tunnel_is_cut_after_the_tunnel_idle_timeout(core, http_backend) -> None:
+    upstream_eof = threading.Event()
+
+    def switch_then_fin(conn: socket.socket, r) -> None:  # type: ignore[no-untyped-def]
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(10)
+        try:
+            while conn.recv(65536):
+                pass
+            upstream_eof.set()
+        except OSError:
+            upstream_eof.set()
+
+    be = http_backend(lambda req: switch_then_fin)
+    port = free_port()
+    c = core(tunnel_cfg(port, be.address, HALF_LIMITS))
+    with Conn(port) as conn:
+        conn.send(UPGRADE)
+        assert conn.read_response().status == 101
+        assert conn.sock.recv(10) == b"", "the upstream's FIN was not passed on"
+        start = time.monotonic()
+        wait_for(lambda: sum(t.conns_active for t in c.totals()) == 0, 5, "the half-closed tunnel to be cut")
+        assert time.monotonic() - start >= IDLE_MS / 1000 * 0.5
+    assert upstream_eof.wait(5), "the upstream side stayed open"
+
+
+def test_half_closed_relay_is_cut_after_the_tunnel_idle_timeout(core, tcp_server) -> None:
+    """The same through the TCP relay (right already: the pair shows the two agree)."""
+    def fin_then_read(conn: socket.socket, index: int) -> None:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(10)
+        try:
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    srv = tcp_server(fin_then_read)
+    port = free_port()
+    c = core(relay_cfg(port, srv.address, HALF_LIMITS))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        assert s.recv(10) == b""
+        wait_for(lambda: c.listener_stats()["tcp"]["conns_closed"] == 1, 5, "the half-closed relay to be cut")
