@@ -966,7 +966,8 @@ static void drop_headbuf(rl_http_up *u)
  * may send one anyway). */
 static int interim_unwanted(const rl_http_client *c, const rl_http_up *u)
 {
-    return u->parser.status_code >= 100 && u->parser.status_code < 200 && c->parser.http_minor == 0;
+    return u->parser.status_code >= 100 && u->parser.status_code < 200 && u->parser.status_code != 101 &&
+           client_http10(c);
 }
 
 void rl_http_on_up_data(rl_worker *w, rl_http_client *c, rl_http_up *u, uint16_t bid, uint32_t len)
@@ -1123,8 +1124,9 @@ static int resp_on_headers_complete(llhttp_t *p)
         u->retry_status = 1;
         return HPE_USER;
     }
-    /* RFC 9110 15: codes outside 100..599 are invalid, to be handled as a server error. */
-    if (status < 100 || status > 599)
+    /* RFC 9110 15: codes outside 100..599 are invalid, to be handled as a server error; so is
+     * a version other than 1.x (llhttp takes "HTTP/2.0" and "HTTP/0.9" status lines). */
+    if (status < 100 || status > 599 || p->http_major != 1)
         return HPE_USER;
     /* A 101 is final: the tunnel opens only when the client asked for it and the upstream
      * switched properly; any other 101 is garbage (relayed, it would desync the client). */
@@ -1140,6 +1142,10 @@ static int resp_on_headers_complete(llhttp_t *p)
     /* RFC 9110 8.6, 6.1: a 204 has no framing fields; one that has them may send a body after
      * its head, which the next request on the connection would take for its response. */
     u->no_reuse = status == 204 && ((p->flags & F_CHUNKED) || p->content_length > 0);
+    /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing: the
+     * connection closes after it, whatever its Connection says. */
+    if (p->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING))
+        u->no_reuse = 1;
     if (c && status >= 200 && !c->req_done)
         c->keepalive = 0; /* an early response: the unread rest of the body ends the connection */
     if (c && !no_body && status >= 200 && status != 204 && status != 304 &&

@@ -341,7 +341,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
              (rq->path.len && b[rq->path.off] != '/' && !(rl_http_req_asterisk(b, rq) && rq->method == HTTP_OPTIONS)) ||
              bad_path)
         rq->reject = 400;
-    rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE);
+    /* RFC 9110 7.8: Upgrade in an HTTP/1.0 request is ignored (dropped as hop-by-hop). */
+    rq->upgrade = rq->upgrade && (p->flags & F_CONNECTION_UPGRADE) && p->http_minor >= 1;
     rq->has_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0);
     rq->keepalive = llhttp_should_keep_alive(p);
     int m = rq->method;
