@@ -641,11 +641,11 @@ static void start_attempt(rl_worker *w, rl_http_client *c)
         return respond_error(w, c, 503);
     c->ep = ep;
     c->cluster_slot = cl->slot;
-    rl_worker_cstats(w, cl->slot)->requests++;
     int status = 503;
     c->up = rl_http_up_get(w, c, cl, ep, c->fresh_only, &status);
-    if (!c->up)
+    if (!c->up) /* refused here (maxConnections, no socket): nothing went upstream */
         return respond_error(w, c, status);
+    rl_worker_cstats(w, cl->slot)->requests++;
     rl_http_up_set_method(c->up, c->method);
     /* Queue the head (shared buffers: the retry copy keeps its own references). */
     rl_outq *uq = rl_http_up_outq(c->up);

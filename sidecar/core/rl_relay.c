@@ -49,11 +49,14 @@ static const rl_sock_ops relay_ops;
 static rl_relay *of(rl_sock *s) { return s->owner; }
 static int idx(rl_relay *r, rl_sock *s) { return s == &r->side[1].sock; }
 
-/* Side 1 no longer counts: against the cluster's maxConnections, nor for least-request. */
+/* Side 1 no longer counts: against the cluster's maxConnections, as an open upstream
+ * connection, nor for least-request. */
 static void uncount(rl_worker *w, rl_relay *r)
 {
-    if (r->pool)
+    if (r->pool) {
         r->pool->nopen--;
+        w->totals.upstream_conns_active--;
+    }
     r->pool = NULL;
     if (r->lb)
         rl_lb_end(w, r->cluster_slot, &r->ep->addr, r->ep->addrlen, r->lb);
@@ -340,6 +343,7 @@ static int start_connect(rl_worker *w, rl_relay *r)
     }
     r->pool = pool;
     pool->nopen++;
+    w->totals.upstream_conns_active++;
     rl_cluster_stats *cs = rl_worker_cstats(w, cl->slot);
     cs->requests++;
     cs->connections_opened++;
