@@ -150,8 +150,10 @@ def test_interim_then_final_counted_as_final_only(core, http_backend) -> None:
     def app(req):  # type: ignore[no-untyped-def]
         if req.target == "/hints":
             def act(conn, r):  # type: ignore[no-untyped-def]
+                # Connection: close: this handler closes the connection when it returns, and a
+                # pooled one would race the POST below (a non-idempotent 502 on a stale connection).
                 conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
             return act
         return Reply(200, b"done")
 
