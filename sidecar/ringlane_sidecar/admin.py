@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Awaitable, Callable, Mapping
 
 Handler = Callable[[str, str], Awaitable[tuple[int, str, bytes]]]
@@ -55,7 +56,8 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[list[str], bool] 
             options = {o.strip().lower() for o in value.split(",")}
             keep = "close" not in options and (keep or "keep-alive" in options)
         if name == "content-length":
-            if not value.isdigit():
+            # ASCII digits only ("²".isdigit() is true), and few: int() refuses 4300 digits
+            if not re.fullmatch(r"[0-9]{1,18}", value):
                 raise _Refused(400, f"invalid Content-Length {value[:40]!r}")
             length = int(value)
         if name == "transfer-encoding":
@@ -113,7 +115,9 @@ async def _serve_one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             await asyncio.wait_for(writer.drain(), timeout=IO_TIMEOUT_S)
             if not keep:
                 return
-    except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+    # CancelledError: the server closes at exit with clients still connected (a slow one mid-
+    # request); asyncio would print each as a traceback.
+    except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
         return
     finally:
         writer.close()

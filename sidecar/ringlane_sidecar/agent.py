@@ -75,6 +75,9 @@ def load_checked(path: str) -> Config | list[str]:
         return [f"internal error reading {path}: {exc!r}"]
 
 
+READ_TIMEOUT_S = 60.0  # reading and checking a 4 MiB config takes seconds, not minutes
+
+
 def read_in_daemon_thread(path: str) -> asyncio.Future[Config | list[str]]:
     """load_checked on a thread exit does not wait for: after a drain, a read whose result can
     no longer be applied must not keep the process up for seconds (the default executor's
@@ -232,7 +235,11 @@ class Agent:
         self.reload_waiting = True
         async with self.reloading:
             self.reload_waiting = False
-            self.take(await read_in_daemon_thread(self.opts.config))
+            try:  # a read that hangs (a stuck network file system) must not hold every later reload
+                loaded = await asyncio.wait_for(read_in_daemon_thread(self.opts.config), READ_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                loaded = [f"{self.opts.config}: config: not read within {READ_TIMEOUT_S:.0f} s"]
+            self.take(loaded)
 
     def reload_text(self, loaded: Config | list[str] | None) -> None:
         """A ConfigMap change, already parsed on the watch thread (None: ConfigMap or key gone)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from typing import Sequence
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=worker_count, metavar="N", help="worker threads (default: one per CPU)")
     run.add_argument("--cpus", type=cpu_list, metavar="LIST", help="CPUs to use, e.g. 2,3 or 0-3 (default: the cpuset)")
     run.add_argument("--admin", metavar="ADDR", help="admin address (default from the config: 0.0.0.0:9901)")
-    run.add_argument("--configmap", metavar="NS/NAME", help="watch this ConfigMap through the API (in Kubernetes)")
+    run.add_argument("--configmap", metavar="NS/NAME", type=configmap_ref, help="watch this ConfigMap through the API (in Kubernetes)")
     run.add_argument("--configmap-key", default="config.json", metavar="KEY", help="key of the ConfigMap (default config.json)")
     run.add_argument("--pod-labels", metavar="FILE", help="downward-API labels file: serve only rules whose selector matches")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
@@ -107,17 +108,24 @@ def cpu_list(text: str) -> list[int]:
     """'0,2-3' -> [0, 2, 3] (the kernel's cpuset list format)."""
     cpus: dict[int, None] = {}  # ordered, without repeats
     for part in text.split(","):
+        if not re.fullmatch(r"[0-9]+(-[0-9]+)?", part):  # not int(): it takes "0_1", " 1", other digits
+            raise argparse.ArgumentTypeError(f"invalid CPU list {text!r} (use e.g. 1 or 0,2-3)")
         lo_text, _, hi_text = part.partition("-")
-        try:
-            lo, hi = int(lo_text), int(hi_text or lo_text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid CPU list {text!r} (use e.g. 1 or 0,2-3)") from None
+        lo, hi = int(lo_text), int(hi_text or lo_text)
         if not 0 <= lo <= hi <= MAX_CPU:
             raise argparse.ArgumentTypeError(f"invalid CPU range {part!r} in {text!r} (CPUs are 0 to {MAX_CPU}, low-high)")
         cpus.update(dict.fromkeys(range(lo, hi + 1)))
     if len(cpus) > MAX_WORKERS:
         raise argparse.ArgumentTypeError(f"{len(cpus)} CPUs in {text!r}: at most {MAX_WORKERS} (one worker each)")
     return list(cpus)
+
+
+def configmap_ref(text: str) -> str:
+    """'NS/NAME', both parts non-empty."""
+    ns, sep, name = text.partition("/")
+    if not (ns and sep and name) or "/" in name:
+        raise argparse.ArgumentTypeError(f"invalid ConfigMap {text!r} (use NAMESPACE/NAME)")
+    return text
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -145,7 +153,14 @@ def cmd_seccomp_profile(args: argparse.Namespace) -> int:
     if args.install:
         from ringlane_sidecar.confine.profile import install_profiles
 
-        for path in install_profiles(args.install, uring_ops.from_core(), arches):
+        try:
+            paths = install_profiles(args.install, uring_ops.from_core(), arches)
+        except OSError as exc:
+            where = exc.filename or args.install
+            print(f"ringlane-sidecar seccomp-profile: --install {args.install}: cannot write {where}: "
+                  f"{(exc.strerror or type(exc).__name__).lower()}", file=sys.stderr)
+            return 2
+        for path in paths:
             print(f"wrote {path}")
         return 0
     uring = uring_ops.from_core() if args.engine == "io_uring" else None

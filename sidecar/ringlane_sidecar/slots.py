@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass, field
 
 TABLES = ("listeners", "rules", "clusters")  # the core's table numbers, in order
+SLOTS_PER_TABLE = 4096  # RL_MAX_SLOTS (rl_stats.h), for checks that run without the core
 
 
 class OutOfSlots(Exception):

@@ -236,7 +236,7 @@ CASES = [
     case("bad-header-name", lambda d: rule(d)["matches"][0]["headers"][0].update(name="x canary"),
          f"{R0}.matches[0].headers[0].name: invalid header name \"x canary\" (letters, digits and !#$%&'*+-.^_`|~ only)"),
     case("header-value-crlf", lambda d: rule(d)["matches"][0]["headers"][0].update(value="1\r\nx-evil: 1"),
-         f'{R0}.matches[0].headers[0].value: invalid header value "1\\r\\nx-evil: 1" (no CR, LF or other control characters)'),
+         f'{R0}.matches[0].headers[0].value: invalid header value "1\\r\\nx-evil: 1" (no CR, LF, other control characters or unpaired surrogates)'),
     case("header-value-number", lambda d: rule(d)["matches"][0]["headers"][0].update(value=1),
          f"{R0}.matches[0].headers[0].value: expected string, got integer (put it in quotes)"),
     case("duplicate-header-match", lambda d: rule(d)["matches"][0]["headers"].append({"name": "X-Canary", "value": "2"}),

@@ -80,3 +80,12 @@ def test_a_name_back_in_the_config_keeps_its_slot_from_a_new_name_beside_it() ->
     assert t.slot("a") == 0 and t.slot("b") == 1
     with pytest.raises(OutOfSlots):
         t.slot("c")
+
+
+def test_the_config_check_knows_the_cores_table_size() -> None:
+    """semantic.py refuses configs with more names than a table holds, without loading the core."""
+    from ringlane_sidecar.native import load
+    from ringlane_sidecar.slots import SLOTS_PER_TABLE
+
+    _, lib = load()
+    assert SLOTS_PER_TABLE == lib.RL_MAX_SLOTS

@@ -51,12 +51,23 @@ def _load_yaml(text: str) -> object:
             problem = f"{exc.context}, {problem}"
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise _error(f"invalid YAML{where}: {problem}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, other controls)
+        line, column = _line_column(text, exc.position)
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise _error(f"invalid YAML at line {line}, column {column}: character {char} is not allowed") from None
     except yaml.YAMLError as exc:
         raise _error(f"invalid YAML: {exc}") from None
     except RecursionError:
         raise _error("nested too deeply") from None
-    except (ValueError, TypeError, AttributeError) as exc:  # PyYAML constructors on odd explicit tags
+    # PyYAML constructors on odd explicit tags (`!!bool maybe` is a KeyError)
+    except (ValueError, TypeError, AttributeError, LookupError) as exc:
         raise _error(f"invalid YAML: cannot construct a value ({type(exc).__name__})") from None
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from .decode import decode_document
 from .errors import ROOT, ConfigError
@@ -18,7 +19,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def read_text(path: str | os.PathLike[str]) -> str:
     try:
-        with open(path, "rb") as handle:
+        # Non-blocking: opening a FIFO for reading would wait for a writer (a reload, for ever).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as handle:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                raise _error("is a FIFO, expected a file")
             data = handle.read(MAX_BYTES + 1)
     except IsADirectoryError:
         raise _error("is a directory, expected a file") from None

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..slots import SLOTS_PER_TABLE
 from .addresses import IPAddress, addresses_overlap, parse_address
 from .errors import Issue, Path, format_path
 from .model import AdminSettings
@@ -30,7 +31,21 @@ def semantic_issues(doc: Mapping[str, Any], bad: Iterable[Path]) -> list[Issue]:
     for path, _ in listeners:
         _listener(v, path, clusters, out)
     _clusters(v, out)
+    _capacity(v, out)
     return out
+
+
+def _capacity(v: View, out: list[Issue]) -> None:
+    """The data plane counts each listener, rule (and one per listener for its unrouted
+    requests) and cluster in a stats slot: a config needing more cannot be applied."""
+    listeners = v.items(("listeners",))
+    counts = [(("listeners",), "listeners", len(listeners)),
+              (("listeners",), "rules (with one more per listener)",
+               sum(len(v.items(p + ("rules",))) + 1 for p, _ in listeners)),
+              (("clusters",), "clusters", len(v.items(("clusters",))))]
+    for path, what, n in counts:
+        if n > SLOTS_PER_TABLE:
+            out.append((path, f"{n} {what}: at most {SLOTS_PER_TABLE}"))
 
 
 def _addresses(v: View, out: list[Issue]) -> None:

@@ -20,6 +20,16 @@ _MERGE = "tag:yaml.org,2002:merge"
 
 
 class ConfigLoader(yaml.SafeLoader):
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> object:
+        # PyYAML's constructors fail on odd explicit tags (`!!bool maybe`, `!!float abc`) with
+        # plain exceptions that carry no position: give them the node's.
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, LookupError):
+            value = node.value if isinstance(node, yaml.ScalarNode) else ""
+            shown = f" from {json.dumps(value[:40])}" if value else ""
+            raise ConstructorError(None, None, f"cannot construct a {node.tag} value{shown}", node.start_mark) from None
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
         seen: set[tuple[str, str]] = set()
         for key_node, _ in node.value:
