@@ -287,7 +287,8 @@ static void finish_request(rl_worker *w, rl_http_client *c)
     adopt_newest_cfg(w, c);
     rl_outq_clear(w, &c->retry);
     rl_outq_shrink(&c->retry);
-    int refused_upgrade = c->upgrade; /* answered without a 101: the connection stays HTTP/1.1 */
+    /* Answered without a 101 (or an HTTP/1.0 Upgrade, ignored): the connection stays HTTP/1.x. */
+    int refused_upgrade = c->upgrade || c->parser.upgrade;
     c->rule = NULL;
     c->ep = c->avoid = NULL;
     c->status = 0;
@@ -397,6 +398,7 @@ static void head_done(rl_worker *w, rl_http_client *c)
     if (rq.reject) {
         c->stat_slot = c->lc->noroute_slot;
         c->keepalive = 0;
+        c->has_body = 1; /* what follows a refused head is not parsed: read and dropped */
         return respond_error(w, c, rq.reject);
     }
     c->rule = rl_http_route(cfg, c->lc, h, &rq);
@@ -529,7 +531,16 @@ static uint32_t parse_body(rl_worker *w, rl_http_client *c, uint16_t bid, uint32
         c->state = C_WAIT; /* an upgrade too: the tunnel opens on the upstream's 101 (start_tunnel) */
     } else if (err != HPE_OK) {
         /* Past the limit mid-stream: 413 if no response byte went out yet (else a cut); either
-         * way the upstream connection, holding part of a body, is closed, not pooled. */
+         * way the upstream connection, holding part of a body, is closed, not pooled. The
+         * stream cannot be parsed past the error: the connection closes (as for an unread
+         * body, what the client still sends is read and dropped). */
+        c->has_body = 1;
+        if (c->status) { /* answered already (a 404 read the body to its end): now it ends */
+            c->keepalive = 0;
+            c->linger = 1;
+            finish_request(w, c);
+            return len;
+        }
         respond_error(w, c, c->too_large ? 413 : 400);
         return len;
     }
@@ -677,6 +688,10 @@ static void retry_or_fail(rl_worker *w, rl_http_client *c, int flag, int status,
     if (!may_retry(c, flag, status))
         return respond_error(w, c, fail_status);
     c->avoid = c->ep; /* the config (and so the endpoint) is held until the request ends */
+    /* No body byte went up (it waits for a 100 Continue): what the client sends meanwhile
+     * is kept for the next attempt (it was parsed and dropped). */
+    if (c->has_body && !c->req_done)
+        c->body_kept = 1;
     uint64_t at = w->now_ms + c->rule->retry_backoff_ms;
     if (c->req_deadline && at >= c->req_deadline) { /* the request times out first: 504 then */
         c->stall_guard = 0;
@@ -1184,6 +1199,13 @@ static int resp_on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int resp_on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+    (void)at;
+    rl_http_up *u = p->data;
+    return rl_trailer_count(&u->trailer, len) ? HPE_USER : 0;
+}
+
 static int resp_on_message_complete(llhttp_t *p)
 {
     (void)p;
@@ -1203,6 +1225,7 @@ const llhttp_settings_t *rl_http_response_settings(rl_worker *w)
             s->on_header_value_complete = resp_on_header_value_complete;
             s->on_headers_complete = resp_on_headers_complete;
             s->on_body = resp_on_body;
+            s->on_chunk_extension_name = s->on_chunk_extension_value = resp_on_chunk_extension;
             s->on_message_complete = resp_on_message_complete;
             s->on_chunk_header = rl_http_on_chunk_header;
         }
@@ -1321,6 +1344,13 @@ static int req_on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+static int req_on_chunk_extension(llhttp_t *p, const char *at, size_t len)
+{
+    (void)at;
+    rl_http_client *c = rl_container_of((rl_http_head **)p->data, rl_http_client, head);
+    return rl_trailer_count(&c->trailer, len) ? HPE_USER : 0;
+}
+
 static const llhttp_settings_t *request_settings(rl_worker *w)
 {
     if (!w->http_req_settings) {
@@ -1328,6 +1358,7 @@ static const llhttp_settings_t *request_settings(rl_worker *w)
         if (s) {
             rl_http_head_settings(s);
             s->on_body = req_on_body;
+            s->on_chunk_extension_name = s->on_chunk_extension_value = req_on_chunk_extension;
         }
         w->http_req_settings = s;
     }

@@ -62,7 +62,16 @@ typedef struct rl_trailer_scan {
     uint8_t active;     /* past the last chunk's size line */
     uint8_t prev;       /* the byte before */
     uint8_t line_start; /* the next byte starts a line */
+    uint32_t framing;   /* chunk extension and trailer bytes of the message */
 } rl_trailer_scan;
+/* Chunk extensions and the trailer section are neither head nor body, so no limit counted
+ * them: together they may take what a default head may (more is a 400, or a 502 upstream). */
+#define RL_HTTP_MAX_FRAMING 65536
+static inline int rl_trailer_count(rl_trailer_scan *t, size_t n)
+{
+    t->framing += n < RL_HTTP_MAX_FRAMING ? (uint32_t)n : RL_HTTP_MAX_FRAMING;
+    return t->framing > RL_HTTP_MAX_FRAMING ? -1 : 0;
+}
 /* The parsers' on_chunk_header: pauses at the last chunk, where the trailer section starts. */
 int rl_http_on_chunk_header(llhttp_t *p);
 /* llhttp_execute with the trailer check (t zeroed at each message start): the pause at the

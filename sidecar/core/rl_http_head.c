@@ -120,7 +120,7 @@ llhttp_errno_t rl_http_execute(llhttp_t *p, rl_trailer_scan *t, const char *data
     for (;;) {
         llhttp_errno_t err = llhttp_execute(p, at, (size_t)(end - at));
         const char *stop = err == HPE_OK ? end : llhttp_get_error_pos(p);
-        if (t->active && !trailer_bytes_ok(t, at, (size_t)(stop - at)))
+        if (t->active && (!trailer_bytes_ok(t, at, (size_t)(stop - at)) || rl_trailer_count(t, (size_t)(stop - at))))
             return HPE_INVALID_HEADER_TOKEN;
         /* The last chunk's size line ends here: the trailer section follows. */
         if (err != HPE_PAUSED || t->active || strcmp(llhttp_get_error_reason(p), "on_chunk_header pause") != 0)
@@ -305,7 +305,7 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
         bad_path = rl_http_path_normalize((char *)b + rq->path.off, &rq->path.len, 0) ||
                    has_dot_segment(b + rq->path.off, rq->path.len);
     }
-    int hosts = 0, bad_host_value = 0;
+    int hosts = 0, bad_host_value = 0, te_lines = 0;
     for (uint32_t i = 0; i < h->nheaders; i++) {
         rl_span name = h->headers[i][0], value = h->headers[i][1];
         if (rl_span_ieq(b, name, "host", 4) && hosts++ == 0) {
@@ -315,6 +315,8 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
         }
         else if (rl_span_ieq(b, name, "upgrade", 7))
             rq->upgrade = 1;
+        else if (rl_span_ieq(b, name, "transfer-encoding", 17))
+            te_lines++;
         else if (rl_span_ieq(b, name, "expect", 6) && rl_span_ieq(b, h->headers[i][1], "100-continue", 12))
             rq->expect_continue = 1;
     }
@@ -328,6 +330,13 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
     /* RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing; its
      * request goes up as 1.0, where an upstream could frame the body differently. */
     int te10 = p->http_minor == 0 && (p->flags & F_TRANSFER_ENCODING);
+    /* RFC 9112 6.3: a request's Transfer-Encoding must end in chunked, and comes without a
+     * Content-Length. llhttp only says so once the head has been routed and sent up, and lets
+     * an empty value pass (forwarded, an upstream could frame the body by it). */
+    int bad_te = te_lines && (!(p->flags & F_CHUNKED) || (p->flags & F_CONTENT_LENGTH));
+    /* llhttp also reads RTSP/1.0 and ICE/1.0 request lines: they are no HTTP to rewrite. */
+    const char *proto = b + h->url.off + h->url.len;
+    int not_http = proto[0] != ' ' || memcmp(proto + 1, "HTTP/", 5) != 0;
     /* Only HTTP/1.x is relayed: an HTTP/0.9 line or a stray HTTP/2 preface method cannot be
      * rewritten into a request the upstream would read the same way. */
     if (p->http_major != 1)
@@ -336,7 +345,7 @@ void rl_http_req_facts(const rl_http_head *h, const llhttp_t *p, rl_http_req *rq
         rq->reject = 405; /* a reverse proxy opens no tunnels to arbitrary hosts */
     /* RFC 9112 3.2: no fragment in a request target; a backend that drops it would serve
      * another path than the one routed. */
-    else if (bad_host || bad_authority || te10 || rq->method == HTTP_PRI || memchr(b + h->url.off, '#', h->url.len) ||
+    else if (bad_host || bad_authority || te10 || bad_te || not_http || rq->method == HTTP_PRI || memchr(b + h->url.off, '#', h->url.len) ||
              /* RFC 9112 3.2: origin-form starts with '/'; asterisk-form is for OPTIONS only */
              (rq->path.len && b[rq->path.off] != '/' && !(rl_http_req_asterisk(b, rq) && rq->method == HTTP_OPTIONS)) ||
              bad_path)
