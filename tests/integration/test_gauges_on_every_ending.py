@@ -2,7 +2,8 @@
 can end (HTTP, Upgrade tunnels, TCP relays), on both engines. From a review pass; failed when
 written: a relay's upstream socket was missing from upstream_conns_active (it counts against
 maxConnections), and an HTTP request refused at maxConnections counted in the cluster's
-requests ("sent upstream"). The others pin behaviour that held.
+requests ("sent upstream"; asserted in test_pools_balance_retry.py). The others pin behaviour
+that held.
 
 Gauges: worker totals conns_active / upstream_conns_active / upstream_conns_idle, the cluster's
 rq_active ("active"), and the listener's conns_opened - conns_closed (the exposed
@@ -179,34 +180,6 @@ def test_http_client_reset_while_upstream_connecting(core, blackhole) -> None:
     wait_codes(c, "web", "r", s4xx=1)
     cs = c.cluster_stats()["b"]
     assert (cs["connect_errors"], cs["requests"], cs["connections_opened"]) == (0, 1, 1), cs
-
-
-def test_http_request_refused_at_max_connections_is_not_counted_as_sent(core, http_backend) -> None:
-    """maxConnections 1, one request held: a second gets the proxy's 503 without any upstream
-    connection. upstream_requests_total is "requests sent upstream": the refused one was not
-    sent, so requests stays at 1 (the relay counts the same refusal as a connect error, and no
-    request)."""
-    release = threading.Event()
-
-    def app(req):  # type: ignore[no-untyped-def]
-        if req.target == "/hold":
-            release.wait(20)
-        return Reply(200, b"ok\n")
-
-    be = http_backend(app)
-    port = free_port()
-    c = core(config([http_listener(port, rule("r", "b"))], [cluster("b", be.address, max_connections=1)]), cpus=ONE)
-    held = Conn(port, timeout=10)
-    try:
-        held.send(build_request("GET", "/hold"))
-        wait_for(lambda: be.count == 1, 5, "the held request to arrive")
-        assert get(port, "/second").status == 503
-        cs = c.cluster_stats()["b"]
-        assert be.count == 1 and cs["connections_opened"] == 1, cs
-        assert cs["requests"] == 1, f"a request refused at maxConnections counted as sent upstream: {cs}"
-    finally:
-        release.set()
-        held.close()
 
 
 @pytest.mark.parametrize("ending", ["client_fin", "client_reset", "upstream_fin", "upstream_reset", "idle_timeout"])

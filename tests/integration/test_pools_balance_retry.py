@@ -103,6 +103,8 @@ def test_max_connections_reached_answers_503_at_once_and_recovers(core, http_bac
         with Conn(port, timeout=5) as conn:
             r = conn.request("GET", "/second")
         assert r.status == 503 and time.monotonic() - t0 < 2
+        # Refused here, not sent: upstream_requests_total ("sent upstream") stays at 1 (it was 2).
+        assert c.cluster_stats()["b"]["requests"] == 1, c.cluster_stats()["b"]
         release.set()
         assert held.read_response().status == 200
         with Conn(port) as conn:
