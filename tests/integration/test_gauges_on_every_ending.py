@@ -124,12 +124,7 @@ def test_relay_endings_exact_counters(core, tcp_server, ending) -> None:
             while conn.recv(100):
                 pass
         else:
-            conn.settimeout(10)
-            try:
-                while conn.recv(100):
-                    pass
-            except OSError:
-                pass
+            recv_until_close(conn)  # until the proxy closes (or resets) its side
 
     srv = tcp_server(handler)
     port = free_port()
@@ -200,12 +195,7 @@ def test_tunnel_endings_gauges_and_counts(core, http_backend, ending) -> None:
             return reset(conn)
         if ending == "upstream_fin":
             conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(10)
-        try:
-            while conn.recv(100):
-                pass
-        except OSError:
-            pass
+        recv_until_close(conn)  # until the proxy closes (or resets) its side
         if ending == "client_fin":
             conn.shutdown(socket.SHUT_WR)
 
@@ -458,12 +448,7 @@ def test_http_client_ends_mid_body_counted_once(core, tcp_server) -> None:
     def handler(conn: socket.socket, index: int) -> None:
         recv_head(conn)
         seen.release()
-        conn.settimeout(10)
-        try:
-            while conn.recv(1 << 16):
-                pass
-        except OSError:
-            pass
+        recv_until_close(conn)  # until the proxy closes (or resets) its side
 
     srv = tcp_server(handler)
     port = free_port()
@@ -539,12 +524,7 @@ def test_relay_and_http_share_max_connections_gauges(core, tcp_server) -> None:
             got = recv_head(conn)
             assert got is not None
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            conn.settimeout(10)
-            try:
-                while conn.recv(100):
-                    pass
-            except OSError:
-                pass
+            recv_until_close(conn)  # until the proxy closes (or resets) its side
         else:
             echo_handler(conn, index)
 

@@ -12,7 +12,7 @@ import pytest
 from ringlane_sidecar.config.model import Limits
 
 from .backends import echo_handler, recv_all, upgrade_echo
-from .helpers import Conn, cluster, config, free_port, http_listener, rule, tcp_listener, wait_for
+from .helpers import Conn, cluster, config, free_port, http_listener, recv_until_close, rule, tcp_listener, wait_for
 from .test_upgrade import UPGRADE, recv_exact
 
 pytestmark = pytest.mark.timeout(30)
@@ -159,13 +159,8 @@ def test_half_closed_tunnel_is_cut_after_the_tunnel_idle_timeout(core, http_back
     def switch_then_fin(conn: socket.socket, r) -> None:  # type: ignore[no-untyped-def]
         conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
         conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(10)
-        try:
-            while conn.recv(65536):
-                pass
-            upstream_eof.set()
-        except OSError:
-            upstream_eof.set()
+        recv_until_close(conn)
+        upstream_eof.set()
 
     be = http_backend(lambda req: switch_then_fin)
     port = free_port()
@@ -184,12 +179,7 @@ def test_half_closed_relay_is_cut_after_the_tunnel_idle_timeout(core, tcp_server
     """The same through the TCP relay (right already: the pair shows the two agree)."""
     def fin_then_read(conn: socket.socket, index: int) -> None:
         conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(10)
-        try:
-            while conn.recv(65536):
-                pass
-        except OSError:
-            pass
+        recv_until_close(conn)
 
     srv = tcp_server(fin_then_read)
     port = free_port()
